@@ -1,0 +1,1 @@
+"""What every part shares: settings, logging, health/metrics server, backoff, lifecycle."""
