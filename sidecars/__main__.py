@@ -13,6 +13,8 @@ from sidecars import __version__
 # start-up never pays for another's imports.
 PARTS: dict[str, str] = {
     "config-fetcher": "sidecars.config_fetcher.main",
+    "log-shipper": "sidecars.log_shipper.main",
+    "metrics-proxy": "sidecars.metrics_proxy.main",
 }
 
 
