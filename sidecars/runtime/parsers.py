@@ -110,3 +110,24 @@ def parse_regex(raw: str) -> re.Pattern[str]:
         return re.compile(raw)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
+
+
+def parse_nonnegative_int(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def choice(*allowed: str):
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return value
+
+    parse.__name__ = f"choice({'|'.join(allowed)})"
+    return parse
