@@ -1,0 +1,116 @@
+"""Atomic publication on a real filesystem (a temp dir stands in for the shared volume)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sidecars.config_fetcher import publish as publish_mod
+from sidecars.config_fetcher.bundle import Entry, digest
+from sidecars.config_fetcher.errors import PublishError
+from sidecars.config_fetcher.publish import DATA, Publisher
+
+
+def bundle(**files: bytes) -> dict[str, Entry]:
+    out: dict[str, Entry] = {}
+    for name, data in files.items():
+        path = name.replace("__", "/")
+        if "/" in path:
+            out[path.split("/")[0]] = Entry("dir", mode=0o755)
+        out[path] = Entry("file", data)
+    return out
+
+
+def put(pub: Publisher, b: dict[str, Entry]) -> str:
+    return pub.publish(b, digest(b), {"source": "test"}).version
+
+
+def tree(dest: Path) -> dict[str, bytes]:
+    """What a reader sees through the user-visible names."""
+    result = {}
+    for root, _, files in os.walk(dest, followlinks=True):
+        rel_root = Path(root).relative_to(dest)
+        if any(p.startswith("..") for p in rel_root.parts):
+            continue
+        for f in files:
+            if not f.startswith(".."):
+                result[str(rel_root / f)] = (Path(root) / f).read_bytes()
+    return result
+
+
+def test_layout_and_swap(tmp_path: Path) -> None:
+    pub = Publisher(tmp_path / "site")
+    pub.prepare()
+    assert pub.current() is None
+    v1 = put(pub, bundle(conf__a=b"1", index=b"i1"))
+    assert os.readlink(tmp_path / "site" / DATA) == v1
+    assert os.readlink(tmp_path / "site" / "conf") == f"{DATA}/conf"
+    assert tree(tmp_path / "site") == {"conf/a": b"1", "index": b"i1"}
+    v2 = put(pub, bundle(conf__a=b"2", other=b"o"))
+    assert v2 != v1
+    assert tree(tmp_path / "site") == {"conf/a": b"2", "other": b"o"}
+    assert not (tmp_path / "site" / "index").exists(), "names gone from the bundle are removed"
+    current = pub.current()
+    assert current is not None and current.version == v2
+
+
+def test_old_versions_are_kept_then_collected(tmp_path: Path) -> None:
+    pub = Publisher(tmp_path, keep_versions=1)
+    versions = [put(pub, bundle(a=str(i).encode())) for i in range(4)]
+    present = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("..2"))
+    assert present == versions[-2:]
+
+
+def test_refuses_to_shadow_foreign_files(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("someone else's")
+    pub = Publisher(tmp_path)
+    with pytest.raises(PublishError, match="was not published by config-fetcher"):
+        put(pub, bundle(**{"index.html": b"x"}))
+    assert (tmp_path / "index.html").read_text() == "someone else's"
+
+
+def test_failed_write_leaves_previous_version_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pub = Publisher(tmp_path)
+    put(pub, bundle(a=b"old-a", b=b"old-b"))
+    before = tree(tmp_path)
+    calls = {"n": 0}
+    real = publish_mod._write_file
+
+    def failing(path: Path, data: bytes, mode: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real(path, data, mode)
+
+    monkeypatch.setattr(publish_mod, "_write_file", failing)
+    with pytest.raises(PublishError, match="No space left on device"):
+        put(pub, bundle(a=b"new-a", b=b"new-b"))
+    assert tree(tmp_path) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("..tmp-")]
+
+
+def test_prepare_removes_leftovers_and_reports_unwritable(tmp_path: Path) -> None:
+    (tmp_path / "..tmp-crashed").mkdir()
+    (tmp_path / "..tmp-crashed" / "half").write_text("x")
+    Publisher(tmp_path).prepare()
+    assert not (tmp_path / "..tmp-crashed").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(PublishError, match="is not writable"):
+        Publisher(blocker / "sub").prepare()
+
+
+def test_file_modes_ignore_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        pub = Publisher(tmp_path)
+        put(pub, {"run.sh": Entry("file", b"#!/bin/sh", mode=0o755), "a": Entry("file", b"x")})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / DATA).stat().st_mode & 0o777 == 0o755, "nginx (another uid) must read it"

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sidecars.config_fetcher.reload import Debouncer, ReloadError, read_pid, signal_pidfile
+
+
+async def test_a_burst_gives_one_action() -> None:
+    calls: list[float] = []
+    done = asyncio.Event()
+
+    async def action() -> None:
+        calls.append(asyncio.get_running_loop().time())
+        done.set()
+
+    debouncer = Debouncer(action, delay=0.05)
+    runner = asyncio.create_task(debouncer.run())
+    try:
+        for _ in range(20):
+            debouncer.trigger()
+        await asyncio.wait_for(done.wait(), timeout=5)
+        assert len(calls) == 1
+        assert not debouncer.pending
+    finally:
+        runner.cancel()
+
+
+async def test_flush_runs_pending_action_now() -> None:
+    calls = []
+
+    async def action() -> None:
+        calls.append(1)
+
+    debouncer = Debouncer(action, delay=3600)
+    debouncer.trigger()
+    await debouncer.flush()
+    assert calls == [1]
+    await debouncer.flush()
+    assert calls == [1]
+
+
+def test_pidfile_errors(tmp_path: Path) -> None:
+    with pytest.raises(ReloadError, match="does not exist") as info:
+        read_pid(tmp_path / "missing.pid")
+    assert info.value.result == "no_target"
+    (tmp_path / "bad.pid").write_text("nginx\n")
+    with pytest.raises(ReloadError, match="not a pid"):
+        read_pid(tmp_path / "bad.pid")
+
+
+def test_refuses_to_signal_a_process_that_is_not_nginx(tmp_path: Path) -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "n.pid").write_text(f"{proc.pid}\n")
+        with pytest.raises(ReloadError, match="is not nginx"):
+            signal_pidfile(tmp_path / "n.pid")
+        assert proc.poll() is None, "the unrelated process must not have been signalled"
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(ReloadError, match="is not running") as info:
+        signal_pidfile(tmp_path / "n.pid")
+    assert info.value.result == "no_target"
