@@ -129,7 +129,8 @@ class HttpSource:
         except aiohttp.ClientSSLError as exc:
             raise FetchError(f"{where}: TLS error: {exc}", transient=False) from None
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or str(exc.os_error)
+            err = exc.os_error
+            reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
             raise FetchError(f"{where}: cannot connect: {reason}", transient=True) from None
         except aiohttp.ClientPayloadError as exc:
             raise FetchError(f"{where}: body incomplete: {exc}", transient=True) from None
