@@ -23,6 +23,12 @@ def have_nginx() -> bool:
     return os.path.exists(NGINX)
 
 
+def _globals() -> str:
+    # As root, nginx would drop its workers to "nobody", who cannot read pytest's 0700 temp dirs;
+    # the images run nginx as a non-root user, where this directive does not apply.
+    return "daemon off; user root;" if os.geteuid() == 0 else "daemon off;"
+
+
 @dataclass
 class AppNginx:
     """apps/nginx/nginx.conf with its volumes under ``root``: site/, logs/, run/, cache/."""
@@ -62,7 +68,7 @@ class AppNginx:
     def start(self) -> AppNginx:
         conf = self.render()
         self.proc = Proc(
-            [NGINX, "-e", "stderr", "-p", str(self.root), "-c", str(conf), "-g", "daemon off;"],
+            [NGINX, "-e", "stderr", "-p", str(self.root), "-c", str(conf), "-g", _globals()],
             self.root / "nginx.out",
         )
         wait_until(lambda: port_open(self.status_port), timeout=10, what="nginx stub_status port")
@@ -106,7 +112,7 @@ class OriginNginx:
         conf = self.root / "origin.conf"
         conf.write_text(text)
         self.proc = Proc(
-            [NGINX, "-e", "stderr", "-p", str(self.root), "-c", str(conf), "-g", "daemon off;"],
+            [NGINX, "-e", "stderr", "-p", str(self.root), "-c", str(conf), "-g", _globals()],
             self.root / "origin.out",
         )
         wait_until(lambda: port_open(self.port), timeout=10, what="origin nginx port")
