@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 class FetcherMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.checks = Counter(
-            "config_fetcher_checks_total",
-            "Source checks by result: published (new content), unchanged (same digest), "
+            "config_fetcher_fetches_total",
+            "Fetches of the source by result: published (new content), unchanged (same digest), "
             "not_modified (HTTP 304), failed.",
             ["result"],
             registry=registry,

@@ -151,13 +151,13 @@ def test_watch_change_at_origin_is_served_after_reload(
     assert value(listen, "config_fetcher_reloads_total", method="signal", result="ok") == 1
     # Unchanged origin: conditional GETs answered 304, nothing republished, no more reloads.
     wait_until(
-        lambda: value(listen, "config_fetcher_checks_total", result="not_modified") >= 3,
+        lambda: value(listen, "config_fetcher_fetches_total", result="not_modified") >= 3,
         timeout=20,
         what="304 answers",
     )
     assert " 304 " in (origin.root / "access.log").read_text()
     assert value(listen, "config_fetcher_reloads_total", method="signal", result="ok") == 1
-    assert value(listen, "config_fetcher_checks_total", result="published") == 1
+    assert value(listen, "config_fetcher_fetches_total", result="published") == 1
 
 
 def test_watch_survives_origin_outage_and_liveness_tracks_it(
