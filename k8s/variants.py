@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Derive the other Pod variants from the one source of truth, k8s/pod.yaml.
+
+  classic  native sidecars (initContainers with restartPolicy: Always) become regular
+           containers, for clusters older than 1.29 and engines without native sidecars.
+           Same result as `kubectl kustomize k8s/overlays/classic` (a unit test holds them equal).
+  podman   classic, plus what `podman kube play` needs: restartPolicy Never (it restarts init
+           containers forever otherwise), init containers kept for their logs, images only from
+           local storage, Services dropped, and optional hostPorts / env / name overrides.
+
+  python3 k8s/variants.py classic k8s/pod.yaml
+  python3 k8s/variants.py podman k8s/pod.yaml --host-port 8080=18080 \
+      --env CONFIG_FETCHER_SOURCE=http://10.88.0.5:8090/site.tar.gz | podman kube play -
+
+Pure functions on parsed YAML documents; only main() reads and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Doc = dict[str, Any]
+
+# podman deletes init containers after they succeed unless the Pod carries this annotation.
+PODMAN_KEEP_INIT = "io.podman.annotations.init.container.type"
+# podman 4.3 refuses a Downward API fieldRef to the namespace (it has none): it gets a literal.
+PODMAN_NO_FIELDREF = "metadata.namespace"
+
+
+def load(path: Path) -> list[Doc]:
+    with path.open() as f:
+        return [doc for doc in yaml.safe_load_all(f) if doc]
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Write every value out in full: the source's anchors are shared objects after loading."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(docs: Iterable[Doc]) -> str:
+    return yaml.dump_all(list(docs), Dumper=_NoAliases, sort_keys=False, default_flow_style=False)
+
+
+def pod_spec(doc: Doc) -> Doc | None:
+    """The Pod spec of a Pod (other kinds are passed through untouched)."""
+    return doc["spec"] if doc.get("kind") == "Pod" else None
+
+
+def all_containers(spec: Mapping[str, Any]) -> list[Doc]:
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def classic(doc: Doc) -> Doc:
+    """Native sidecars become regular containers, placed before the app containers."""
+    doc = copy.deepcopy(doc)
+    spec = pod_spec(doc)
+    if spec is None:
+        return doc
+    inits, sidecars = [], []
+    for container in spec.get("initContainers", []):
+        if container.get("restartPolicy") == "Always":
+            container = {k: v for k, v in container.items() if k != "restartPolicy"}
+            sidecars.append(container)
+        else:
+            inits.append(container)
+    if inits:
+        spec["initContainers"] = inits
+    else:
+        spec.pop("initContainers", None)
+    spec["containers"] = [*sidecars, *spec.get("containers", [])]
+    return doc
+
+
+def _namespace_literal(container: Doc, namespace: str) -> None:
+    for item in container.get("env", []):
+        field = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if field == PODMAN_NO_FIELDREF:
+            del item["valueFrom"]
+            item["value"] = namespace
+
+
+def _set_env(container: Doc, overrides: Mapping[str, str]) -> set[str]:
+    """Give the container's env vars named in ``overrides`` those values; return the names set."""
+    done = set()
+    for item in container.get("env", []):
+        if item["name"] in overrides:
+            item.pop("valueFrom", None)
+            item["value"] = overrides[item["name"]]
+            done.add(item["name"])
+    return done
+
+
+def podman(
+    doc: Doc,
+    *,
+    name: str | None = None,
+    host_ports: Mapping[int, int] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Doc | None:
+    """The podman kube play form of one document; None for kinds podman should not see."""
+    if doc.get("kind") == "Service":
+        return None  # pods reach each other by pod IP or hostPort under podman
+    doc = classic(doc)
+    spec = pod_spec(doc)
+    if spec is None:
+        return doc
+    meta = doc.setdefault("metadata", {})
+    if name:
+        meta["name"] = name
+    meta.setdefault("annotations", {})[PODMAN_KEEP_INIT] = "always"
+    spec["restartPolicy"] = "Never"
+    for container in all_containers(spec):
+        container["imagePullPolicy"] = "Never"
+        _namespace_literal(container, meta.get("namespace", "default"))
+        for port in container.get("ports", []):
+            if host_ports and port["containerPort"] in host_ports:
+                port["hostPort"] = host_ports[port["containerPort"]]
+        if env:
+            _set_env(container, env)
+    return doc
+
+
+def podman_all(
+    docs: Sequence[Doc], *, env: Mapping[str, str] | None = None, **options: Any
+) -> list[Doc]:
+    """podman() of every document; an ``env`` name no container declares is an error."""
+    out = [done for doc in docs if (done := podman(doc, env=env, **options)) is not None]
+    declared = {
+        item["name"]
+        for doc in out
+        if (spec := pod_spec(doc)) is not None
+        for container in all_containers(spec)
+        for item in container.get("env", [])
+    }
+    unknown = sorted(set(env or {}) - declared)
+    if unknown:
+        raise ValueError(f"--env {', '.join(unknown)}: no container of the manifest declares it")
+    return out
+
+
+def _pair(raw: str, sep: str) -> tuple[str, str]:
+    key, found, value = raw.partition(sep)
+    if not found or not key:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected KEY{sep}VALUE")
+    return key, value
+
+
+def _port_pair(raw: str) -> tuple[int, int]:
+    container, host = _pair(raw, "=")
+    try:
+        return int(container), int(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r}: expected CONTAINER_PORT=HOST_PORT") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="variant", required=True)
+    sub.add_parser("classic", help="native sidecars as regular containers").add_argument(
+        "manifest", type=Path
+    )
+    pod = sub.add_parser("podman", help="the form podman kube play runs")
+    pod.add_argument("manifest", type=Path)
+    pod.add_argument("--name", help="rename the Pod")
+    pod.add_argument("--host-port", action="append", type=_port_pair, default=[])
+    pod.add_argument("--env", action="append", type=lambda raw: _pair(raw, "="), default=[])
+    args = parser.parse_args(argv)
+    try:
+        docs = load(args.manifest)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"variants: cannot read {args.manifest}: {exc}", file=sys.stderr)
+        return 2
+    if args.variant == "classic":
+        out = [classic(doc) for doc in docs]
+    else:
+        try:
+            out = podman_all(
+                docs, name=args.name, host_ports=dict(args.host_port), env=dict(args.env)
+            )
+        except ValueError as exc:
+            print(f"variants: {exc}", file=sys.stderr)
+            return 2
+    sys.stdout.write(dump(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
