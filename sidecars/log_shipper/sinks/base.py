@@ -1,7 +1,8 @@
 """The contract between the log-shipper pipeline and its sinks.
 
-A sink receives batches of records and returns only once the destination has acknowledged
-them; offsets are checkpointed only after every sink has returned. Failures are classified so
+A sink receives batches of records (a ``Batch``: a Sequence[Record] of consecutive lines of one
+file) and returns only once the destination has acknowledged them; a sink's offsets are
+checkpointed only after it has returned. Failures are classified so
 the pipeline knows whether to retry (connection errors, 429, 5xx) or drop with a reason.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +24,89 @@ class Record:
     timestamp_ns: int  # deterministic: same line, same value, also when re-read after a crash
 
 
-class SinkError(Exception):
-    """A batch was not delivered. ``retryable`` decides between backoff and drop."""
+class Batch(Sequence[Record]):
+    """The records a sink receives: consecutive lines of one file, stored by column.
 
-    def __init__(self, reason: str, *, retryable: bool) -> None:
+    Reading is the hot path, so no object is made per line there; indexing builds ``Record``s
+    for sinks that want them, while the built-in sinks use the columns directly. Line ``i`` spans
+    ``bounds[i]`` to ``bounds[i + 1]`` in the file.
+    """
+
+    __slots__ = ("bounds", "fields", "fingerprint", "lines", "path", "timestamps")
+
+    def __init__(
+        self,
+        path: str,
+        fingerprint: str,
+        lines: list[str],
+        bounds: list[int],
+        timestamps: list[int],
+        fields: list[dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.path = path
+        self.fingerprint = fingerprint
+        self.lines = lines
+        self.bounds = bounds
+        self.timestamps = timestamps
+        self.fields = fields  # None when no parser is configured
+
+    @property
+    def start(self) -> int:
+        return self.bounds[0]
+
+    @property
+    def end(self) -> int:
+        return self.bounds[-1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the file this batch covers (what the byte-bounded queues count)."""
+        return self.bounds[-1] - self.bounds[0]
+
+    @property
+    def key(self) -> str:
+        """Idempotency key: the same lines re-sent after a restart get the same key."""
+        return f"{self.fingerprint}:{self.bounds[0]}-{self.bounds[-1]}"
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def _record(self, index: int) -> Record:
+        return Record(
+            self.lines[index],
+            None if self.fields is None else self.fields[index],
+            self.path,
+            self.fingerprint,
+            self.bounds[index],
+            self.bounds[index + 1],
+            self.timestamps[index],
+        )
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            return [self._record(i) for i in range(*index.indices(len(self.lines)))]
+        if index < 0:
+            index += len(self.lines)
+        if not 0 <= index < len(self.lines):
+            raise IndexError("batch index out of range")
+        return self._record(index)
+
+
+class SinkError(Exception):
+    """A batch was not delivered. ``retryable`` decides between backoff and drop;
+    ``retry_after`` (seconds) is the destination's own hint (HTTP Retry-After), if any."""
+
+    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class Sink(Protocol):

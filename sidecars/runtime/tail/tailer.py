@@ -452,6 +452,8 @@ class Tailer:
     async def _run_watcher(self, roots: list[str], recursive: bool, stop: asyncio.Event) -> None:
         from watchfiles import awatch
 
+        # watchfiles logs every batch of changes at info: one line per log write under load.
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
         try:
             async for _changes in awatch(
                 *roots,

@@ -1,0 +1,181 @@
+"""log-shipper: start the sink pipelines, keep the state file, drain on SIGTERM.
+
+Delivery guarantees, per sink (what a destination sees across crashes, restarts and outages):
+
+- Offsets are recorded per sink and only after that sink acknowledged the lines (or rejected
+  them with a non-retryable answer, which is logged and counted as dropped). A SIGKILL loses
+  nothing acknowledged; on restart each sink re-reads from its own offset, so what it receives
+  again is at most what it had not acknowledged yet (at most --checkpoint-interval of acks plus
+  the batches in flight).
+- loki: at-least-once delivery, and no duplicate entries: re-sent entries carry the same labels
+  and deterministic timestamps, so Loki's own de-duplication drops them.
+- http: at-least-once; exactly-once at a receiver that de-duplicates by Idempotency-Key
+  (``<fingerprint>:<start>-<end>``): a batch's boundaries are made durable before its first send,
+  so a re-send after a restart is the same batch under the same key.
+- stdout: at-least-once; the lines in flight at a crash may be written twice.
+- syslog / relp: see their modules (RELP acknowledges each message: only messages in flight at a
+  crash may repeat).
+- One slow or hanging sink does not stall another: each sink has its own reader, queue and
+  offsets. A lagging sink's unread lines stay on disk (rotated and deleted files are held open
+  until that sink's reader has read them), so it loses nothing while it is down, at the cost of
+  disk space held for it.
+- A corrupted or truncated state file is moved aside (``<state>.corrupt-<time>``) with an error
+  log line, and shipping starts over from --start-position: every line is sent again, which Loki
+  and de-duplicating HTTP receivers absorb (others see repeats), and nothing is lost.
+- SIGTERM: reading stops, open batches are flushed, queues drain and the state is written, all
+  within --drain-timeout; what could not be delivered by then is sent after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sidecars.log_shipper.metrics import PipelineCollector, ShipperMetrics
+from sidecars.log_shipper.pipeline import SinkPipeline
+from sidecars.log_shipper.settings import PART, Settings, expand_env
+from sidecars.log_shipper.sinks import build_sink
+from sidecars.log_shipper.sinks.options import SinkOptions
+from sidecars.log_shipper.state import Checkpointer
+from sidecars.runtime import lifecycle
+from sidecars.runtime.backoff import Deadline
+from sidecars.runtime.logs import kv
+
+log = logging.getLogger("sidecars.log_shipper")
+
+
+def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
+    """ValueError (naming the setting) for a ${VAR} that is not set."""
+    labels = {}
+    for name, value in settings.loki_label:
+        try:
+            labels[name] = expand_env(value, environ)
+        except ValueError as exc:
+            raise ValueError(f"--loki-label {name}: {exc}") from None
+    return SinkOptions(
+        send_timeout=settings.send_timeout,
+        gzip_level=settings.gzip_level,
+        loki_labels=labels,
+        loki_tenant=settings.loki_tenant,
+        loki_username=settings.loki_username,
+        loki_password=settings.loki_password,
+        loki_bearer_token=settings.loki_bearer_token,
+        http_headers=dict(settings.http_header),
+        ca_file=settings.ca_file,
+        hostname=settings.hostname or environ.get("HOSTNAME") or "-",
+    )
+
+
+class Shipper:
+    def __init__(self, ctx: lifecycle.Context, environ: Mapping[str, str]) -> None:
+        self.ctx = ctx
+        self.settings: Settings = ctx.settings
+        self.environ = environ
+        self.pipelines: list[SinkPipeline] = []
+
+    async def run(self) -> int:
+        settings = self.settings
+        try:
+            options = sink_options(settings, self.environ)
+        except ValueError as exc:
+            log.error("invalid settings", extra=kv(reason=str(exc)))
+            return lifecycle.EXIT_CONFIG
+        checkpointer = Checkpointer(
+            settings.state_file, [spec.key for spec in settings.sink], settings.forget_after
+        )
+        checkpointer.load()
+        if not await checkpointer.write():
+            log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
+            return 1
+        metrics = ShipperMetrics(self.ctx.registry)
+        for spec in settings.sink:
+            sink = build_sink(spec, options)
+            self.pipelines.append(SinkPipeline(spec, sink, settings, checkpointer, metrics))
+        self.ctx.registry.register(PipelineCollector(lambda: self.pipelines, checkpointer))
+        started = []
+        try:
+            for pipeline in self.pipelines:
+                await pipeline.sink.start()
+                started.append(pipeline)
+            return await self._ship(checkpointer)
+        finally:
+            for pipeline in started:
+                with contextlib.suppress(Exception):
+                    await pipeline.sink.close()
+            for pipeline in self.pipelines:
+                await pipeline.tailer.aclose()
+
+    async def _ship(self, checkpointer: Checkpointer) -> int:
+        settings = self.settings
+        reading_stop = asyncio.Event()
+        readers = [asyncio.create_task(p.read(reading_stop)) for p in self.pipelines]
+        senders = [asyncio.create_task(p.send(reading_stop)) for p in self.pipelines]
+        keeper = asyncio.create_task(self._keep_state(checkpointer))
+        log.info(
+            "shipping",
+            extra=kv(
+                paths=list(settings.paths),
+                sinks=[p.key for p in self.pipelines],
+                state_file=str(settings.state_file),
+            ),
+        )
+        stopped = asyncio.create_task(self.ctx.stop.wait())
+        workers = {*readers, *senders}
+        await asyncio.wait({stopped, *workers}, return_when=asyncio.FIRST_COMPLETED)
+        for task in workers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("pipeline failed", exc_info=task.exception())
+        # Drain: leave a margin inside the lifecycle's deadline for the final state write.
+        drain = Deadline(max(0.0, settings.drain_timeout - min(1.0, settings.drain_timeout / 5)))
+        reading_stop.set()
+        pending = {task for task in workers if not task.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=drain.remaining())
+        for task in pending:
+            task.cancel()
+        if pending:
+            queued = sum(p.queue.bytes for p in self.pipelines)
+            log.warning(
+                "drain deadline reached; undelivered lines are sent after the restart",
+                extra=kv(queued_bytes=queued),
+            )
+            await asyncio.gather(*pending, return_exceptions=True)
+        stopped.cancel()
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        ok = await checkpointer.write()
+        log.info("stopped", extra=kv(state_written=ok))
+        failed = any(t.done() and not t.cancelled() and t.exception() for t in workers)
+        return 1 if failed and not self.ctx.stop.is_set() else 0
+
+    async def _keep_state(self, checkpointer: Checkpointer) -> None:
+        """Write acknowledged offsets every --checkpoint-interval; keep health current."""
+        health = self.ctx.health
+        while True:
+            open_now: set[str] = set()
+            for pipeline in self.pipelines:
+                open_now |= pipeline.open_fingerprints()
+            checkpointer.seen(open_now, time.time())
+            for pipeline in self.pipelines:
+                for fingerprint in [f for f in pipeline.stampers if f not in checkpointer.streams]:
+                    del pipeline.stampers[fingerprint]
+            await checkpointer.write()
+            health.progress()
+            down = [f"{p.key}: {p.last_error}" for p in self.pipelines if not p.up]
+            if not checkpointer.last_write_ok:
+                down.append(f"state file not writable: {checkpointer.file.path}")
+            health.set_ready(not down, "; ".join(down) or "all sinks up")
+            await asyncio.sleep(self.settings.checkpoint_interval)
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
+    def body(ctx: lifecycle.Context) -> Any:
+        return Shipper(ctx, environ).run()
+
+    return lifecycle.run(PART, Settings, body, argv, environ, stale_after=lambda s: s.stale_after)

@@ -1,0 +1,23 @@
+"""The knobs every sink constructor receives (built once from the settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    send_timeout: float = 30.0  # one delivery attempt, connect to acknowledgement
+    gzip_level: int = 1  # 0 sends uncompressed
+    user_agent: str = "sidecars-log-shipper"
+    # Loki
+    loki_labels: dict[str, str] = field(default_factory=dict)  # ${ENV} already expanded
+    loki_tenant: str | None = None
+    loki_username: str | None = None
+    loki_password: str | None = None
+    loki_bearer_token: str | None = None
+    # HTTP NDJSON
+    http_headers: dict[str, str] = field(default_factory=dict)
+    # syslog / RELP (TLS trust for tls:// URLs; None = system CAs)
+    ca_file: str | None = None
+    hostname: str = "-"  # RFC 5424 HOSTNAME (the Pod name when set through the Downward API)

@@ -1,0 +1,314 @@
+"""RELP sink: acknowledged delivery into rsyslog (imrelp).
+
+Each record is one RELP ``syslog`` command carrying its RFC 5424 message; up to ``window``
+commands are in flight, and ``send()`` returns only when the server has answered ``rsp 200``
+for every record of the batch. A ``rsp`` other than 200, a dropped connection, a protocol error
+or no answer within ``timeout`` fails the batch as retryable and the connection is dropped; the
+next ``send()`` opens a new session.
+
+Delivery guarantee, precisely:
+- **Nothing acknowledged is lost** by the shipper: offsets are checkpointed only after
+  ``send()`` returned (what the receiver does with an acknowledged message is its business:
+  rsyslog with a disk-assisted or direct queue keeps it).
+- **Retries do not repeat acknowledged records:** records of a failed batch that the server had
+  already acknowledged are remembered (by file fingerprint and offset) and skipped when the
+  batch is sent again by this process.
+- **Can be repeated:** records the server received but had not yet acknowledged when the
+  connection broke (at most ``window``), and after a crash of the shipper, the records in
+  flight at the crash (sent again from the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sidecars.log_shipper.sinks.base import Record, SinkError
+from sidecars.log_shipper.sinks.relp_frames import (
+    Frame,
+    FrameParser,
+    RelpProtocolError,
+    encode_frame,
+    next_txnr,
+    open_offers,
+    parse_offers,
+    parse_response,
+)
+from sidecars.log_shipper.sinks.rfc5424 import Rfc5424Formatter
+from sidecars.runtime import logs
+from sidecars.runtime.parsers import parse_hostport
+
+log = logging.getLogger("sidecars.log_shipper.relp")
+
+_Key = tuple[str, int]  # (file fingerprint, line offset): a record's identity
+
+
+def parse_relp_url(url: str) -> tuple[str, int]:
+    """``host:port`` or ``relp://host:port`` -> (host, port)."""
+    text = url.strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme != "relp" or parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"RELP address {url!r} must be HOST:PORT or relp://HOST:PORT")
+        text = parts.netloc
+    try:
+        address = parse_hostport(text)
+    except ValueError as exc:
+        raise ValueError(f"RELP address {url!r}: {exc}") from None
+    if address.port == 0 or not text or text.startswith(":"):
+        raise ValueError(f"RELP address {url!r} must name a host and a non-zero port")
+    return address.host, address.port
+
+
+@dataclass
+class _Batch:
+    """Acknowledgement state of the batch being sent."""
+
+    keys: list[_Key]
+    outstanding: dict[int, int] = field(default_factory=dict)  # txnr -> index in keys
+    acked: list[int] = field(default_factory=list)
+    refused: str | None = None  # the first non-200 answer
+
+
+class _Session:
+    """One RELP connection: the reader task resolves answers by txnr."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, window: int
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.window = window
+        self.txnr = 0
+        self.parser = FrameParser()
+        self.replies: dict[int, asyncio.Future[bytes]] = {}  # open/close answers
+        self.batch: _Batch | None = None
+        self.room = asyncio.Event()  # set when the window has room again
+        self.progress = asyncio.Event()  # set on every answer
+        self.broken: str | None = None
+        self.task = asyncio.create_task(self._read())
+
+    def next(self) -> int:
+        self.txnr = next_txnr(self.txnr)
+        return self.txnr
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                data = await self.reader.read(65536)
+                if not data:
+                    self.fail("connection closed by the RELP server")
+                    return
+                for frame in self.parser.feed(data):
+                    self._dispatch(frame)
+        except RelpProtocolError as exc:
+            self.fail(str(exc))
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.fail(f"connection lost: {exc!r}")
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.command == "serverclose":
+            self.fail("the RELP server announced serverclose")
+            return
+        if frame.command != "rsp":
+            raise RelpProtocolError(f"unexpected RELP command from server: {frame.command!r}")
+        reply = self.replies.pop(frame.txnr, None)
+        if reply is not None:
+            if not reply.done():
+                reply.set_result(frame.data)
+            return
+        batch = self.batch
+        index = batch.outstanding.pop(frame.txnr, None) if batch else None
+        if batch is None or index is None:
+            raise RelpProtocolError(f"RELP rsp for unknown txnr {frame.txnr}")
+        response = parse_response(frame.data)
+        if response.ok:
+            batch.acked.append(index)
+        elif batch.refused is None:
+            batch.refused = f"RELP server answered {response.code} {response.text}".strip()
+        self.progress.set()
+        if len(batch.outstanding) <= self.window // 2:
+            self.room.set()
+
+    def fail(self, reason: str) -> None:
+        if self.broken is None:
+            self.broken = reason
+        for reply in self.replies.values():
+            if not reply.done():
+                reply.set_exception(SinkError(reason, retryable=True))
+        self.replies.clear()
+        self.room.set()
+        self.progress.set()
+
+    async def request(self, command: str, data: bytes, limit: float) -> bytes:
+        txnr = self.next()
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.replies[txnr] = reply
+        self.writer.write(encode_frame(txnr, command, data))
+        try:
+            return await asyncio.wait_for(reply, limit)
+        except TimeoutError:
+            raise SinkError(
+                f"no RELP answer to {command} within {limit:g}s", retryable=True
+            ) from None
+
+    async def close(self, limit: float) -> None:
+        if self.broken is None:
+            with contextlib.suppress(SinkError, OSError):
+                await self.request("close", b"", limit)
+        self.task.cancel()
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), limit)
+
+
+class RelpSink:
+    name = "relp"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        app_name: str = "nginx",
+        hostname: str | None = None,
+        timeout: float = 10.0,
+        window: int = 128,
+        procid: str = "-",
+        msgid: str | None = None,
+        structured_data: bool = False,
+    ) -> None:
+        self.host, self.port = parse_relp_url(url)
+        if timeout <= 0:
+            raise ValueError("RELP timeout must be greater than 0")
+        if not 1 <= window <= 100_000:
+            raise ValueError(f"RELP window {window} must be between 1 and 100000")
+        self.url = url
+        self.timeout = timeout
+        self.window = window
+        self.formatter = Rfc5424Formatter(
+            app_name=app_name,
+            hostname=hostname,
+            procid=procid,
+            msgid=msgid,
+            structured=structured_data,
+        )
+        self._session: _Session | None = None
+        self._acked_before: set[_Key] = set()  # acknowledged records of a failed batch
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        try:
+            async with self._lock:
+                await self._open()
+        except SinkError as exc:
+            # Not fatal: send() reconnects; the pipeline's retries report the outage.
+            log.warning("RELP server not reachable yet", extra=logs.kv(error=exc.reason))
+
+    async def _open(self) -> _Session:
+        await self._drop()
+        where = f"{self.host}:{self.port}"
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self.timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise SinkError(f"RELP connect to {where}: {exc!r}", retryable=True) from None
+        session = _Session(reader, writer, self.window)
+        self._session = session
+        try:
+            answer = parse_response(await session.request("open", open_offers(), self.timeout))
+        except RelpProtocolError as exc:
+            await self._drop()
+            raise SinkError(f"RELP open to {where}: {exc}", retryable=True) from None
+        except SinkError:
+            await self._drop()
+            raise
+        offers = parse_offers(answer.data)
+        if not answer.ok or "syslog" not in offers.get("commands", "").split(","):
+            await self._drop()
+            reason = f"{answer.code} {answer.text}, commands={offers.get('commands', '')!r}"
+            raise SinkError(f"RELP server {where} refused the session: {reason}", retryable=True)
+        log.info(
+            "RELP session open", extra=logs.kv(url=self.url, server=offers.get("relp_software"))
+        )
+        return session
+
+    async def _drop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close(min(self.timeout, 1.0) if session.broken is None else 0.1)
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        async with self._lock:
+            todo = [r for r in batch if (r.fingerprint, r.offset) not in self._acked_before]
+            if todo:
+                await self._send(todo)
+            self._acked_before.clear()
+
+    async def _send(self, records: list[Record]) -> None:
+        session = self._session
+        if session is None or session.broken is not None:
+            session = await self._open()
+        state = _Batch(keys=[(r.fingerprint, r.offset) for r in records])
+        session.batch = state
+        try:
+            await self._transmit(session, state, records)
+        except (OSError, RelpProtocolError) as exc:
+            session.fail(f"RELP write failed: {exc!r}")
+        except SinkError as exc:
+            session.fail(exc.reason)
+        except asyncio.CancelledError:
+            # Answers still in flight belong to no batch now: the session cannot go on.
+            session.fail("send cancelled")
+            raise
+        finally:
+            session.batch = None
+        # Whatever happened, acknowledged records need not be sent again by a retry.
+        self._acked_before.update(state.keys[i] for i in state.acked)
+        if session.broken is not None or state.refused is not None:
+            reason = session.broken or state.refused or "RELP batch failed"
+            await self._drop()
+            raise SinkError(
+                f"{reason} ({len(state.acked)}/{len(records)} acknowledged)", retryable=True
+            )
+
+    async def _transmit(self, session: _Session, state: _Batch, records: list[Record]) -> None:
+        message = self.formatter.message
+        writer = session.writer
+        total, sent = len(records), 0
+        while sent < total and session.broken is None:
+            room = self.window - len(state.outstanding)
+            if room <= 0:
+                session.room.clear()
+                await self._wait(session.room, session, state)
+                continue
+            # One write per window's worth: a syscall per message would cost more than RELP.
+            frames = []
+            for index in range(sent, min(total, sent + room)):
+                txnr = session.next()
+                state.outstanding[txnr] = index
+                frames.append(encode_frame(txnr, "syslog", message(records[index])))
+            sent += len(frames)
+            writer.write(b"".join(frames))
+            await asyncio.wait_for(writer.drain(), self.timeout)
+        while state.outstanding and session.broken is None:
+            session.progress.clear()
+            await self._wait(session.progress, session, state)
+
+    async def _wait(self, event: asyncio.Event, session: _Session, state: _Batch) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), self.timeout)
+        except TimeoutError:
+            waiting = len(state.outstanding)
+            raise SinkError(
+                f"no RELP acknowledgement within {self.timeout:g}s ({waiting} waiting)",
+                retryable=True,
+            ) from None
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()
