@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -88,28 +89,35 @@ def run(
     environ: Mapping[str, str],
     *,
     stale_after: Callable[[S], float | None] = lambda s: None,
+    metrics: Callable[[Context], server.Handler] | None = None,
+    tls: Callable[[S], ssl.SSLContext | None] = lambda s: None,
 ) -> int:
+    """``metrics`` builds a part's own /metrics handler (default: the registry's), ``tls`` the
+    server's TLS context (default: plain HTTP); either may raise SettingsError."""
     try:
         settings = load(settings_cls, part, argv, environ)
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(_build_info(part))
+        health = server.Health(stale_after(settings))
+        ctx = Context(settings=settings, health=health, registry=registry, stop=asyncio.Event())
+        ssl_context = tls(settings)
+        handler = metrics(ctx) if metrics is not None else None
     except SettingsError as exc:
         print(logs.fatal_line(part, f"invalid settings: {exc}", reason=str(exc)), file=sys.stdout)
         print(f"sidecars {part}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(part, settings.log_level)
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(_build_info(part))
-    health = server.Health(stale_after(settings))
-    return asyncio.run(_main(part, settings, body, health, registry))
+    return asyncio.run(_main(part, ctx, body, handler, ssl_context))
 
 
 async def _main(
     part: str,
-    settings: Any,
+    ctx: Context,
     body: Callable[[Context], Awaitable[int]],
-    health: server.Health,
-    registry: CollectorRegistry,
+    handler: server.Handler | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
-    ctx = Context(settings=settings, health=health, registry=registry, stop=asyncio.Event())
+    settings, health, registry = ctx.settings, ctx.health, ctx.registry
     loop = asyncio.get_running_loop()
     task: asyncio.Task[int] | None = None
 
@@ -131,7 +139,8 @@ async def _main(
     runner = None
     if settings.listen is not None:
         try:
-            runner = await server.start(server.build_app(health, registry), settings.listen)
+            app = server.build_app(health, registry, handler)
+            runner = await server.start(app, settings.listen, ssl_context)
         except OSError as exc:
             log.error("cannot listen", extra=logs.kv(listen=str(settings.listen), error=str(exc)))
             return 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -58,18 +59,29 @@ def metrics_handler(registry: CollectorRegistry) -> Callable[[web.Request], web.
     return handler  # type: ignore[return-value]
 
 
-def build_app(health: Health, registry: CollectorRegistry) -> web.Application:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_app(
+    health: Health, registry: CollectorRegistry, metrics: Handler | None = None
+) -> web.Application:
+    """``metrics`` replaces the default /metrics (the registry) for a part that serves its own
+    (the metrics-proxy); /healthz and /readyz are always these."""
     app = web.Application()
     app.router.add_get("/healthz", _probe(health.liveness))
     app.router.add_get("/readyz", _probe(health.readiness))
-    app.router.add_get("/metrics", metrics_handler(registry))
+    app.router.add_get("/metrics", metrics or metrics_handler(registry))
     return app
 
 
-async def start(app: web.Application, listen: HostPort) -> web.AppRunner:
+async def start(
+    app: web.Application, listen: HostPort, ssl_context: ssl.SSLContext | None = None
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+    site = web.TCPSite(
+        runner, listen.host, listen.port, reuse_address=True, ssl_context=ssl_context
+    )
     try:
         await site.start()
     except OSError:
