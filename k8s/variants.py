@@ -3,12 +3,12 @@
 
   classic  native sidecars (initContainers with restartPolicy: Always) become regular
            containers, for clusters older than 1.29 and engines without native sidecars.
-           Same result as `kubectl kustomize k8s/overlays/classic` (a unit test holds them equal).
+           Committed as k8s/classic/pod.yaml (a unit test keeps it in step with pod.yaml).
   podman   classic, plus what `podman kube play` needs: restartPolicy Never (it restarts init
            containers forever otherwise), init containers kept for their logs, images only from
            local storage, Services dropped, and optional hostPorts / env / name overrides.
 
-  python3 k8s/variants.py classic k8s/pod.yaml
+  python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
   python3 k8s/variants.py podman k8s/pod.yaml --host-port 8080=18080 \
       --env CONFIG_FETCHER_SOURCE=http://10.88.0.5:8090/site.tar.gz | podman kube play -
 
@@ -28,15 +28,24 @@ import yaml
 
 Doc = dict[str, Any]
 
+CLASSIC_HEADER = """\
+# GENERATED from k8s/pod.yaml for clusters older than Kubernetes 1.29 (no native sidecars):
+# the config-fetcher sidecar runs as a regular container. Do not edit; regenerate with
+#   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
+"""
+
 # podman deletes init containers after they succeed unless the Pod carries this annotation.
 PODMAN_KEEP_INIT = "io.podman.annotations.init.container.type"
 # podman 4.3 refuses a Downward API fieldRef to the namespace (it has none): it gets a literal.
 PODMAN_NO_FIELDREF = "metadata.namespace"
 
 
+def load_text(text: str) -> list[Doc]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
 def load(path: Path) -> list[Doc]:
-    with path.open() as f:
-        return [doc for doc in yaml.safe_load_all(f) if doc]
+    return load_text(path.read_text())
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -180,15 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"variants: cannot read {args.manifest}: {exc}", file=sys.stderr)
         return 2
     if args.variant == "classic":
-        out = [classic(doc) for doc in docs]
-    else:
-        try:
-            out = podman_all(
-                docs, name=args.name, host_ports=dict(args.host_port), env=dict(args.env)
-            )
-        except ValueError as exc:
-            print(f"variants: {exc}", file=sys.stderr)
-            return 2
+        sys.stdout.write(CLASSIC_HEADER + dump(classic(doc) for doc in docs))
+        return 0
+    try:
+        out = podman_all(docs, name=args.name, host_ports=dict(args.host_port), env=dict(args.env))
+    except ValueError as exc:
+        print(f"variants: {exc}", file=sys.stderr)
+        return 2
     sys.stdout.write(dump(out))
     return 0
 

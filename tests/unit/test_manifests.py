@@ -1,0 +1,222 @@
+"""Every shipped manifest and every generated variant: valid against the Kubernetes schema
+(kubernetes-validate, strict: unknown fields fail) and holding the Pod's security rules."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from k8s import variants
+from sidecars import __version__
+
+K8S = Path(__file__).resolve().parents[2] / "k8s"
+APP = K8S / "pod.yaml"
+CLASSIC = K8S / "classic" / "pod.yaml"
+ORIGIN = K8S / "demo" / "origin.yaml"
+SHIPPED = sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+# Native sidecars need 1.29; the classic variant must also suit the oldest schema we have.
+NATIVE_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+CLASSIC_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+UID = 101
+
+
+def podman_variant(path: Path) -> list[variants.Doc]:
+    return variants.podman_all(variants.load(path), host_ports={8080: 18080})
+
+
+def pods_of(docs: list[variants.Doc]) -> list[variants.Doc]:
+    return [doc for doc in docs if doc.get("kind") == "Pod"]
+
+
+VARIANTS = {
+    "pod.yaml": (lambda: variants.load(APP), NATIVE_VERSIONS),
+    "classic/pod.yaml": (lambda: variants.load(CLASSIC), CLASSIC_VERSIONS),
+    "demo/origin.yaml": (lambda: variants.load(ORIGIN), CLASSIC_VERSIONS),
+    "podman(pod.yaml)": (lambda: podman_variant(APP), CLASSIC_VERSIONS),
+    "podman(demo/origin.yaml)": (lambda: podman_variant(ORIGIN), CLASSIC_VERSIONS),
+}
+
+
+def test_every_shipped_manifest_is_covered():
+    covered = {K8S / name for name in VARIANTS if "(" not in name}
+    assert set(SHIPPED) <= covered, f"add to VARIANTS: {set(SHIPPED) - covered}"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_schema_valid(name: str):
+    load, versions = VARIANTS[name]
+    docs = load()
+    assert docs
+    for version in versions:
+        for doc in docs:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_native_sidecar_is_rejected_by_pre_129_schema():
+    # Proves the schema check has teeth: the field our native sidecar relies on is 1.29+.
+    (pod,) = pods_of(variants.load(APP))
+    with pytest.raises(kubernetes_validate.ValidationError, match="restartPolicy"):
+        kubernetes_validate.validate(pod, "1.27.0", strict=True)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_container_is_locked_down(name: str):
+    for pod in pods_of(VARIANTS[name][0]()):
+        spec = pod["spec"]
+        assert spec["enableServiceLinks"] is False
+        assert spec["automountServiceAccountToken"] is False
+        pod_seccomp = spec.get("securityContext", {}).get("seccompProfile", {}).get("type")
+        for container in variants.all_containers(spec):
+            where = f"{name}: {container['name']}"
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["runAsUser"] == UID and sc["runAsGroup"] == UID, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert (sc.get("seccompProfile", {}).get("type") or pod_seccomp) == "RuntimeDefault"
+            for kind in ("requests", "limits"):
+                assert set(container["resources"][kind]) >= {"cpu", "memory"}, where
+
+
+def _is_native_sidecar(container: dict) -> bool:
+    return container.get("restartPolicy") == "Always"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_probes(name: str):
+    for pod in pods_of(VARIANTS[name][0]()):
+        spec = pod["spec"]
+        for container in spec.get("initContainers", []):
+            if _is_native_sidecar(container):
+                assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+            else:  # run-to-completion init containers take no probes
+                assert not {"startupProbe", "readinessProbe", "livenessProbe"} & set(container)
+        long_running = [c for c in spec.get("initContainers", []) if _is_native_sidecar(c)]
+        for container in long_running + spec["containers"]:
+            where = f"{name}: {container['name']}"
+            assert "readinessProbe" in container and "livenessProbe" in container, where
+
+
+def test_app_pod_shape():
+    (pod,) = pods_of(variants.load(APP))
+    spec = pod["spec"]
+    assert spec["shareProcessNamespace"] is True  # the fetcher SIGHUPs the nginx master
+    assert spec["securityContext"]["runAsUser"] == UID
+    init, sidecar = spec["initContainers"]
+    assert "--once" in init["args"] and "--watch" in sidecar["args"]
+    assert _is_native_sidecar(sidecar)
+    fetcher = sidecar["livenessProbe"]["httpGet"]
+    assert fetcher["path"] == "/healthz" and sidecar["ports"][0]["containerPort"] == 9101
+    (nginx,) = (c for c in spec["containers"] if c["name"] == "nginx")
+    assert nginx["ports"][0]["containerPort"] == 8080
+    mounts = {m["name"]: m for m in nginx["volumeMounts"]}
+    assert mounts["site"]["readOnly"] is True and mounts["site"]["mountPath"] == "/srv/site"
+    assert {mounts[v]["mountPath"] for v in ("logs", "run", "cache")} == {
+        "/var/log/nginx",
+        "/run/nginx",
+        "/var/cache/nginx",
+    }
+    assert {v["name"] for v in spec["volumes"]} == {"site", "logs", "run", "cache"}
+    for container in (init, sidecar):
+        env = {e["name"]: e for e in container["env"]}
+        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+@pytest.mark.parametrize("path", [APP, ORIGIN])
+def test_images_are_this_version_and_pulled_only_if_absent(path: Path):
+    for pod in pods_of(variants.load(path)):
+        for container in variants.all_containers(pod["spec"]):
+            assert container["image"].endswith(f":{__version__}"), container["image"]
+            assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_classic_file_is_generated_from_pod_yaml():
+    expected = variants.CLASSIC_HEADER + variants.dump(
+        variants.classic(doc) for doc in variants.load(APP)
+    )
+    assert CLASSIC.read_text() == expected, (
+        "k8s/classic/pod.yaml is stale: python3 k8s/variants.py classic k8s/pod.yaml "
+        "> k8s/classic/pod.yaml"
+    )
+
+
+# ---- the transforms themselves (pure functions) ------------------------------------------
+
+
+def test_classic_moves_native_sidecars_before_app_containers():
+    (pod,) = pods_of(variants.load(APP))
+    out = variants.classic(pod)
+    assert [c["name"] for c in out["spec"]["initContainers"]] == ["config-fetcher-init"]
+    assert [c["name"] for c in out["spec"]["containers"]] == ["config-fetcher", "nginx"]
+    assert all("restartPolicy" not in c for c in variants.all_containers(out["spec"]))
+    assert pod["spec"]["initContainers"][1]["restartPolicy"] == "Always"  # input untouched
+
+
+def test_classic_drops_empty_init_list():
+    pod = {"kind": "Pod", "spec": {"initContainers": [{"name": "s", "restartPolicy": "Always"}]}}
+    out = variants.classic(pod)
+    assert "initContainers" not in out["spec"] and out["spec"]["containers"] == [{"name": "s"}]
+
+
+def test_podman_variant():
+    docs = variants.load(APP) + variants.load(ORIGIN)
+    out = variants.podman_all(
+        docs,
+        name="other",
+        host_ports={8080: 18080},
+        env={"CONFIG_FETCHER_SOURCE": "http://o:1/x.tar.gz"},
+    )
+    assert [d["kind"] for d in out] == ["Pod", "Pod"]  # the Service is dropped
+    app = out[0]
+    assert app["metadata"]["name"] == "other"
+    assert app["metadata"]["annotations"][variants.PODMAN_KEEP_INIT] == "always"
+    assert app["spec"]["restartPolicy"] == "Never"
+    containers = variants.all_containers(app["spec"])
+    assert {c["imagePullPolicy"] for c in containers} == {"Never"}
+    nginx = next(c for c in containers if c["name"] == "nginx")
+    assert nginx["ports"][0]["hostPort"] == 18080
+    for c in containers:
+        env = {e["name"]: e for e in c.get("env", [])}
+        if "CONFIG_FETCHER_SOURCE" in env:
+            assert env["CONFIG_FETCHER_SOURCE"] == {
+                "name": "CONFIG_FETCHER_SOURCE",
+                "value": "http://o:1/x.tar.gz",
+            }
+            assert env["POD_NAMESPACE"] == {"name": "POD_NAMESPACE", "value": "default"}
+
+
+def test_podman_variant_rejects_env_no_container_declares():
+    with pytest.raises(ValueError, match="CONFIG_FETCHER_TYPO: no container"):
+        variants.podman_all(variants.load(APP), env={"CONFIG_FETCHER_TYPO": "x"})
+
+
+def test_variants_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    assert variants.main(["podman", str(APP), "--host-port", "8080=1", "--name", "x"]) == 0
+    assert "hostPort: 1\n" in capsys.readouterr().out
+    assert variants.main(["podman", str(APP), "--env", "NOPE=1"]) == 2
+    assert "NOPE: no container of the manifest declares it" in capsys.readouterr().err
+    assert variants.main(["classic", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        variants.main(["podman", str(APP), "--host-port", "http"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_dump_writes_no_yaml_aliases():
+    # pod.yaml shares env/securityContext through anchors; a variant must spell them out.
+    text = variants.dump(variants.load(APP))
+    assert "&id" not in text and "*id" not in text
+    assert variants.load_text(text) == variants.load(APP)
+
+
+def test_schema_check_catches_a_typo():
+    (pod,) = pods_of(variants.load(APP))
+    broken = copy.deepcopy(pod)
+    broken["spec"]["containers"][0]["securityContxt"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.29.0", strict=True)
