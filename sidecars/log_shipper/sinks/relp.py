@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -90,11 +91,24 @@ class _Session:
         self.room = asyncio.Event()  # set when the window has room again
         self.progress = asyncio.Event()  # set on every answer
         self.broken: str | None = None
+        self._sock = writer.get_extra_info("socket")
+        self._quickack = self._sock is not None and hasattr(socket, "TCP_QUICKACK")
+        self._ack_now()
         self.task = asyncio.create_task(self._read())
 
     def next(self) -> int:
         self.txnr = next_txnr(self.txnr)
         return self.txnr
+
+    def _ack_now(self) -> None:
+        # librelp answers with small writes under Nagle's algorithm: after one "rsp" it holds
+        # the next until our ACK, which the kernel delays up to 40 ms when we have nothing to
+        # send (the end of every batch). Acknowledge at once instead (Linux; re-armed per read).
+        if self._quickack:
+            try:
+                self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            except OSError:
+                self._quickack = False
 
     async def _read(self) -> None:
         try:
@@ -103,6 +117,7 @@ class _Session:
                 if not data:
                     self.fail("connection closed by the RELP server")
                     return
+                self._ack_now()
                 for frame in self.parser.feed(data):
                     self._dispatch(frame)
         except RelpProtocolError as exc:
@@ -131,7 +146,7 @@ class _Session:
         elif batch.refused is None:
             batch.refused = f"RELP server answered {response.code} {response.text}".strip()
         self.progress.set()
-        if len(batch.outstanding) <= self.window // 2:
+        if len(batch.outstanding) < self.window:
             self.room.set()
 
     def fail(self, reason: str) -> None:
