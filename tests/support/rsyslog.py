@@ -2,8 +2,8 @@
 
 Its own config, pid file and work dir under a temp dir; the system's rsyslog service is never
 touched. Every message it receives (plain TCP, TLS, RELP) is written to ``received.log``, one
-line per message: the RFC 5424 header fields and the MSG, separated by ``|``. Its main queue
-is direct, so an acknowledged RELP message has already been written to that file.
+line per message: the input's name, the RFC 5424 header fields and the MSG, separated by
+``|``. Its main queue is direct, so an acknowledged RELP message is already in that file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.support.procs import Proc, free_port, port_open, wait_until
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 # Debian's module dir; RSYSLOG_MODULE_DIR points elsewhere for an unpacked (dpkg -x) rsyslog.
 MODULE_DIR = Path(os.environ.get("RSYSLOG_MODULE_DIR", "/usr/lib/x86_64-linux-gnu/rsyslog"))
-FIELDS = ("hostname", "app-name", "procid", "msgid", "timestamp", "structured-data")
+FIELDS = ("inputname", "hostname", "app-name", "procid", "msgid", "timestamp", "structured-data")
 
 
 def have_rsyslog() -> bool:
@@ -31,6 +31,7 @@ def have_module(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Received:
+    input: str  # imtcp or imrelp
     hostname: str
     app_name: str
     procid: str
@@ -66,6 +67,7 @@ class Rsyslog:
             f'module(load="imtcp" maxSessions="20" maxFrameSize="{size}")',
             'module(load="imrelp")',
             'template(name="fields" type="list") {',
+            '  property(name="inputname") constant(value="|")',
             '  property(name="hostname") constant(value="|")',
             '  property(name="app-name") constant(value="|")',
             '  property(name="procid") constant(value="|")',

@@ -24,11 +24,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from sidecars.log_shipper.sinks.base import Record, SinkError
+from sidecars.log_shipper.sinks.base import Batch, Record, SinkError
+from sidecars.log_shipper.sinks.options import SinkOptions
 from sidecars.log_shipper.sinks.relp_frames import (
     Frame,
     FrameParser,
@@ -65,11 +66,16 @@ def parse_relp_url(url: str) -> tuple[str, int]:
     return address.host, address.port
 
 
+def record_keys(batch: Sequence[Record]) -> list[_Key]:
+    if isinstance(batch, Batch):
+        return [(batch.fingerprint, offset) for offset in batch.bounds[:-1]]
+    return [(record.fingerprint, record.offset) for record in batch]
+
+
 @dataclass
 class _Batch:
     """Acknowledgement state of the batch being sent."""
 
-    keys: list[_Key]
     outstanding: dict[int, int] = field(default_factory=dict)  # txnr -> index in keys
     acked: list[int] = field(default_factory=list)
     refused: str | None = None  # the first non-200 answer
@@ -187,6 +193,7 @@ class RelpSink:
     def __init__(
         self,
         url: str,
+        options: SinkOptions | None = None,
         *,
         app_name: str = "nginx",
         hostname: str | None = None,
@@ -196,6 +203,9 @@ class RelpSink:
         msgid: str | None = None,
         structured_data: bool = False,
     ) -> None:
+        """``options`` (the factory's, from the settings) supplies hostname and timeout."""
+        if options is not None:
+            hostname, timeout = options.hostname, options.send_timeout
         self.host, self.port = parse_relp_url(url)
         if timeout <= 0:
             raise ValueError("RELP timeout must be greater than 0")
@@ -259,19 +269,25 @@ class RelpSink:
 
     async def send(self, batch: Sequence[Record]) -> None:
         async with self._lock:
-            todo = [r for r in batch if (r.fingerprint, r.offset) not in self._acked_before]
-            if todo:
-                await self._send(todo)
+            messages = self.formatter.messages(batch)
+            keys: list[_Key] | None = None
+            if self._acked_before:  # a retry: leave out what the server already acknowledged
+                keys = record_keys(batch)
+                keep = [i for i, key in enumerate(keys) if key not in self._acked_before]
+                keys = [keys[i] for i in keep]
+                messages = [messages[i] for i in keep]
+            if messages:
+                await self._send(messages, lambda: keys if keys is not None else record_keys(batch))
             self._acked_before.clear()
 
-    async def _send(self, records: list[Record]) -> None:
+    async def _send(self, messages: list[bytes], keys: Callable[[], list[_Key]]) -> None:
         session = self._session
         if session is None or session.broken is not None:
             session = await self._open()
-        state = _Batch(keys=[(r.fingerprint, r.offset) for r in records])
+        state = _Batch()
         session.batch = state
         try:
-            await self._transmit(session, state, records)
+            await self._transmit(session, state, messages)
         except (OSError, RelpProtocolError) as exc:
             session.fail(f"RELP write failed: {exc!r}")
         except SinkError as exc:
@@ -282,19 +298,19 @@ class RelpSink:
             raise
         finally:
             session.batch = None
-        # Whatever happened, acknowledged records need not be sent again by a retry.
-        self._acked_before.update(state.keys[i] for i in state.acked)
         if session.broken is not None or state.refused is not None:
+            # Acknowledged records need not be sent again by the retry.
+            all_keys = keys()
+            self._acked_before.update(all_keys[i] for i in state.acked)
             reason = session.broken or state.refused or "RELP batch failed"
             await self._drop()
             raise SinkError(
-                f"{reason} ({len(state.acked)}/{len(records)} acknowledged)", retryable=True
+                f"{reason} ({len(state.acked)}/{len(messages)} acknowledged)", retryable=True
             )
 
-    async def _transmit(self, session: _Session, state: _Batch, records: list[Record]) -> None:
-        message = self.formatter.message
+    async def _transmit(self, session: _Session, state: _Batch, messages: list[bytes]) -> None:
         writer = session.writer
-        total, sent = len(records), 0
+        total, sent = len(messages), 0
         while sent < total and session.broken is None:
             room = self.window - len(state.outstanding)
             if room <= 0:
@@ -303,10 +319,14 @@ class RelpSink:
                 continue
             # One write per window's worth: a syscall per message would cost more than RELP.
             frames = []
+            txnr = session.txnr
+            outstanding = state.outstanding
             for index in range(sent, min(total, sent + room)):
-                txnr = session.next()
-                state.outstanding[txnr] = index
-                frames.append(encode_frame(txnr, "syslog", message(records[index])))
+                txnr = next_txnr(txnr)
+                outstanding[txnr] = index
+                message = messages[index]
+                frames.append(b"%d syslog %d %s\n" % (txnr, len(message), message))
+            session.txnr = txnr
             sent += len(frames)
             writer.write(b"".join(frames))
             await asyncio.wait_for(writer.drain(), self.timeout)

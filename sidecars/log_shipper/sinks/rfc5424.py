@@ -16,11 +16,11 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from sidecars.log_shipper.sinks.base import Record
+from sidecars.log_shipper.sinks.base import Batch, Record
 
 FACILITY_LOCAL7 = 23
 SEVERITY_INFO = 6
@@ -156,6 +156,23 @@ class Rfc5424Formatter:
         if not record.line:
             return head.encode("ascii", "replace")
         return (head + " ").encode("ascii", "replace") + encode_text(record.line)
+
+    def messages(self, batch: Sequence[Record]) -> list[bytes]:
+        """Every record's message; a ``Batch`` is read by column (no Record per line)."""
+        if self.structured or not isinstance(batch, Batch):
+            return [self.message(record) for record in batch]
+        head, tail = self._head, self._tail(batch.path) + "- "
+        stamp = format_timestamp
+        try:
+            # The header is ASCII, so the whole message encodes as UTF-8 in one go.
+            return [
+                f"{head}{stamp(ts)}{tail}{line}".encode()
+                if line
+                else f"{head}{stamp(ts)}{tail[:-1]}".encode()
+                for line, ts in zip(batch.lines, batch.timestamps, strict=True)
+            ]
+        except UnicodeEncodeError:  # a line holding surrogates: the careful way
+            return [self.message(record) for record in batch]
 
 
 def octet_counted(message: bytes) -> bytes:

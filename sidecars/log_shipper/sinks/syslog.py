@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from sidecars.log_shipper.sinks.base import Record, SinkError
+from sidecars.log_shipper.sinks.options import SinkOptions
 from sidecars.log_shipper.sinks.rfc5424 import Rfc5424Formatter, octet_counted
 from sidecars.runtime import logs
 
@@ -53,6 +54,7 @@ class SyslogSink:
     def __init__(
         self,
         url: str,
+        options: SinkOptions | None = None,
         *,
         app_name: str = "nginx",
         hostname: str | None = None,
@@ -62,9 +64,12 @@ class SyslogSink:
         msgid: str | None = None,
         structured_data: bool = False,
     ) -> None:
+        """``options`` (the factory's, from the settings) supplies hostname, CA file and
+        timeout; ``ca_file`` is used for tls:// only."""
+        if options is not None:
+            hostname, ca_file = options.hostname, options.ca_file
+            timeout = options.send_timeout
         self.scheme, self.host, self.port = parse_syslog_url(url)
-        if ca_file is not None and self.scheme != "tls":
-            raise ValueError("syslog ca_file is only meaningful with a tls:// URL")
         if timeout <= 0:
             raise ValueError("syslog timeout must be greater than 0")
         self.url = url
@@ -152,8 +157,7 @@ class SyslogSink:
     async def send(self, batch: Sequence[Record]) -> None:
         if not batch:
             return
-        message = self.formatter.message
-        payload = b"".join([octet_counted(message(record)) for record in batch])
+        payload = b"".join([octet_counted(m) for m in self.formatter.messages(batch)])
         writer = self._writer
         if writer is None or self._peer_closed or writer.is_closing():
             writer = await self._connect()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecars.log_shipper.sinks.base import Record
+from sidecars.log_shipper.sinks.base import Batch, Record
 from sidecars.log_shipper.sinks.rfc5424 import (
     OctetCountingDecoder,
     OctetCountingError,
@@ -136,3 +136,38 @@ def test_octet_counting_round_trip_with_any_chunking(
 def test_octet_counting_decoder_rejects_garbage(stream: bytes, message: str) -> None:
     with pytest.raises(OctetCountingError, match=message):
         OctetCountingDecoder(max_message=100).feed(stream)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lines=st.lists(st.text(max_size=50), min_size=1, max_size=20),
+    structured=st.booleans(),
+)
+def test_batch_columns_give_the_same_messages_as_records(
+    lines: list[str], structured: bool
+) -> None:
+    bounds = [0]
+    for line in lines:
+        bounds.append(bounds[-1] + len(encode_text(line)) + 1)
+    stamps = [NS + i * 999_999 for i in range(len(lines))]
+    fields = [{"n": str(i)} for i in range(len(lines))]
+    batch = Batch("/l/access.log", "fp", lines, bounds, stamps, fields)
+    fmt = Rfc5424Formatter(hostname="h", structured=structured)
+    assert fmt.messages(batch) == [fmt.message(record) for record in batch]
+
+
+def test_batch_with_surrogateescaped_line_keeps_its_bytes() -> None:
+    batch = Batch("/l/access.log", "fp", ["ok", "bad \udcff"], [0, 3, 9], [NS, NS])
+    fmt = Rfc5424Formatter(hostname="h")
+    assert [m.rsplit(b" ", 1)[1] for m in fmt.messages(batch)] == [b"ok", b"\xff"]
+
+
+def test_options_from_the_factory_configure_the_sinks() -> None:
+    from sidecars.log_shipper.sinks import build_sink, parse_sink
+    from sidecars.log_shipper.sinks.options import SinkOptions
+
+    options = SinkOptions(send_timeout=3.0, hostname="pod-7")
+    relp = build_sink(parse_sink("relp=127.0.0.1:2514"), options)
+    syslog = build_sink(parse_sink("syslog=tcp://127.0.0.1:514"), options)
+    assert (relp.name, relp.timeout, relp.formatter.hostname) == ("relp", 3.0, "pod-7")
+    assert (syslog.name, syslog.timeout, syslog.formatter.hostname) == ("syslog", 3.0, "pod-7")
