@@ -14,8 +14,10 @@ Delivery guarantee, precisely:
   already acknowledged are remembered (by file fingerprint and offset) and skipped when the
   batch is sent again by this process.
 - **Can be repeated:** records the server received but had not yet acknowledged when the
-  connection broke (at most ``window``), and after a crash of the shipper, the records in
-  flight at the crash (sent again from the last checkpoint).
+  connection broke (at most ``window``); and after a crash of the shipper, what it had not yet
+  checkpointed: the batches in flight plus what was acknowledged within the last
+  ``--checkpoint-interval`` (keep it short where RELP is the only sink; RELP cannot
+  de-duplicate).
 """
 
 from __future__ import annotations
