@@ -1,0 +1,118 @@
+"""What stub_status cannot tell, counted from parsed access-log lines (pure logic, no I/O).
+
+Cardinality is bounded by construction: labels are only the status (a code 100-599 or its
+class) and the method (the nine standard ones, everything else folded into ``other``); paths,
+client addresses and user agents never become labels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from sidecars.metrics_proxy.exposition import Family, Labels, Sample
+from sidecars.metrics_proxy.histogram import Histogram
+from sidecars.runtime import nginx_log
+
+METHODS = frozenset(
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"]
+)
+OTHER = "other"
+
+RESPONSES = "nginx_http_responses_total"
+BODY_BYTES = "nginx_http_response_body_bytes_total"
+DURATION = "nginx_http_request_duration_seconds"
+UPSTREAM = "nginx_http_upstream_response_duration_seconds"
+LINES = "metrics_proxy_access_log_lines_total"
+
+
+def status_value(code: int | None, mode: str) -> str:
+    if code is None or not 100 <= code <= 599:
+        return OTHER
+    return f"{code // 100}xx" if mode == "class" else str(code)
+
+
+def method_value(method: str | None) -> str:
+    return method if method in METHODS else OTHER
+
+
+class AccessLogMetrics:
+    def __init__(
+        self,
+        *,
+        status_label: str = "code",
+        duration_buckets: Sequence[float],
+        upstream_buckets: Sequence[float],
+    ) -> None:
+        self.status_label = status_label
+        self.responses: Counter[Labels] = Counter()
+        self.body_bytes: Counter[Labels] = Counter()
+        self.duration = Histogram(tuple(duration_buckets))
+        self.upstream = Histogram(tuple(upstream_buckets))
+        self.unparsed = 0
+        self.parsed = 0
+
+    def observe(self, fields: Mapping[str, str] | None) -> bool:
+        """Count one line's fields (``None``: the line did not parse). False when the line
+        could not be counted as a response."""
+        code = nginx_log.status(fields) if fields is not None else None
+        if fields is None or code is None:
+            self.unparsed += 1
+            return False
+        self.parsed += 1
+        labels = (
+            ("status", status_value(code, self.status_label)),
+            ("method", method_value(nginx_log.method(fields))),
+        )
+        self.responses[labels] += 1
+        sent = nginx_log.body_bytes_sent(fields)
+        if sent is not None:
+            self.body_bytes[labels] += sent
+        seconds = nginx_log.request_time(fields)
+        if seconds is not None:
+            self.duration.observe(seconds)
+        upstream = nginx_log.upstream_response_time(fields)
+        if upstream is not None:
+            self.upstream.observe(upstream)
+        return True
+
+    def families(self) -> list[Family]:
+        def counter(name: str, help_text: str, values: Counter[Labels]) -> Family:
+            samples = tuple(Sample(name, labels, float(n)) for labels, n in sorted(values.items()))
+            return Family(name, "counter", help_text, samples)
+
+        lines: Counter[Labels] = Counter(
+            {(("result", "counted"),): self.parsed, (("result", "unparsed"),): self.unparsed}
+        )
+        return [
+            counter(
+                LINES,
+                "Access-log lines read, by result (counted, unparsed: did not match the "
+                "log format or had no status)",
+                lines,
+            ),
+            counter(
+                RESPONSES,
+                "Responses by status and method, counted from the access log",
+                self.responses,
+            ),
+            counter(
+                BODY_BYTES,
+                "Response body bytes sent ($body_bytes_sent) by status and method, "
+                "from the access log",
+                self.body_bytes,
+            ),
+            Family(
+                DURATION,
+                "histogram",
+                "Request processing time ($request_time) in seconds, from the access log",
+                tuple(self.duration.samples(DURATION)),
+            ),
+            Family(
+                UPSTREAM,
+                "histogram",
+                "Upstream response time ($upstream_response_time, summed over the servers "
+                "tried) in seconds, from the access log",
+                tuple(self.upstream.samples(UPSTREAM)),
+            ),
+        ]

@@ -1,0 +1,118 @@
+"""HTTP GET of a stub_status page or an upstream ``/metrics``: over TCP or a unix socket, with a
+total timeout and a cap on the body, every failure turned into a ``FetchError`` with a short
+reason (used as a metric label) and a one-line detail (used in logs)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from sidecars import __version__
+from sidecars.metrics_proxy import http11
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to GET: ``url`` is what is requested, ``socket`` the unix socket to reach it by."""
+
+    raw: str
+    url: str
+    socket: str | None = None
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+def parse_target(raw: str) -> Target:
+    """``http(s)://host[:port]/path``, or nginx-prometheus-exporter's unix form
+    ``unix:/path/to.sock[:/request/path]`` (request path ``/`` when left out, as there)."""
+    value = raw.strip()
+    if value.startswith("unix:"):
+        socket, _, path = value[len("unix:") :].partition(":")
+        if not socket.startswith("/"):
+            raise ValueError("expected unix:/absolute/path.sock[:/request/path]")
+        if path and not path.startswith("/"):
+            raise ValueError("the request path after the socket must start with '/'")
+        return Target(value, "http://localhost" + (path or "/"), socket)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL, or unix:/path/to.sock[:/path]")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return Target(value, value)
+
+
+class FetchError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    body: bytes
+    content_type: str
+
+
+class Fetcher:
+    """One target, one kept-alive connection (opened on first use, inside the running loop)."""
+
+    def __init__(
+        self, target: Target, *, timeout: float, max_bytes: int, accept: str | None = None
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        parts = urlsplit(target.url)
+        headers = {"User-Agent": f"sidecars-metrics-proxy/{__version__}"}
+        if accept:
+            headers["Accept"] = accept
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        https = parts.scheme == "https"
+        host = parts.hostname or "localhost"
+        port = parts.port or (443 if https else 80)
+        self._client = http11.Client(
+            host=host,
+            port=port,
+            path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+            host_header=host if parts.port is None else f"{host}:{port}",
+            socket=target.socket,
+            tls=ssl.create_default_context() if https else None,
+            headers=headers,
+        )
+
+    async def get(self) -> Fetched:
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.get(self.max_bytes)
+        except TimeoutError:
+            raise FetchError(
+                "timeout", f"no complete answer from {self.target} within {self.timeout:g}s"
+            ) from None
+        except http11.TooLarge as exc:
+            raise FetchError(
+                "too_large", f"body from {self.target} over the {self.max_bytes}-byte limit ({exc})"
+            ) from None
+        except EOFError:
+            raise FetchError("truncated", f"body from {self.target} cut off") from None
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            raise FetchError("tls", f"{self.target}: {exc}") from None
+        except http11.ProtocolError as exc:
+            raise FetchError("protocol", f"bad answer from {self.target}: {exc}") from None
+        except OSError as exc:
+            detail = exc.strerror or str(exc) or type(exc).__name__
+            raise FetchError("connect", f"cannot connect to {self.target}: {detail}") from None
+        if response.status != 200:
+            raise FetchError("http_status", f"HTTP {response.status} from {self.target}")
+        return Fetched(response.body, response.headers.get("content-type", ""))
+
+    async def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,40 @@
+"""The /metrics handler: authorise, negotiate the format, serve the shared snapshot."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sidecars.metrics_proxy.auth import Guard
+from sidecars.metrics_proxy.exposition import negotiate
+from sidecars.metrics_proxy.scrape import Scraper
+from sidecars.metrics_proxy.telemetry import Telemetry
+from sidecars.runtime.server import Handler
+
+
+def accepts_gzip(header: str) -> bool:
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def metrics_endpoint(scraper: Scraper, guard: Guard, telemetry: Telemetry) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if guard.enabled and not guard.allows(request.headers.get("Authorization")):
+            telemetry.scraped("unauthorized")
+            return web.Response(
+                status=401,
+                text="unauthorized\n",
+                headers={"WWW-Authenticate": guard.challenge()},
+            )
+        fmt = negotiate(request.headers.get("Accept", ""))
+        compressed = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        snapshot = await scraper.snapshot()
+        headers = {"Content-Type": fmt.content_type, "Vary": "Accept, Accept-Encoding"}
+        if compressed:
+            headers["Content-Encoding"] = "gzip"
+        telemetry.scraped("ok")
+        return web.Response(body=snapshot.body(fmt, compressed), headers=headers)
+
+    return handle

@@ -1,0 +1,164 @@
+"""``sidecars metrics-proxy``: wiring of settings, sources, the /metrics endpoint and the
+access-log follower, run by the shared lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+
+from sidecars.metrics_proxy.access_log import AccessLogMetrics
+from sidecars.metrics_proxy.auth import Guard, SecretFile
+from sidecars.metrics_proxy.client import Fetcher
+from sidecars.metrics_proxy.endpoint import metrics_endpoint
+from sidecars.metrics_proxy.merge import UPSTREAM_ACCEPT
+from sidecars.metrics_proxy.scrape import Scraper, Upstream
+from sidecars.metrics_proxy.settings import PART, MetricsProxySettings, expanded_const_labels
+from sidecars.metrics_proxy.telemetry import Telemetry
+from sidecars.runtime import lifecycle, logs
+from sidecars.runtime.nginx_log import LogFormatParser, load_log_format
+from sidecars.runtime.server import Handler
+from sidecars.runtime.settings import SettingsError
+from sidecars.runtime.tail import Tailer
+
+log = logging.getLogger("sidecars.metrics_proxy")
+
+STUB_STATUS_MAX_BYTES = 64 * 1024  # a stub_status page is about 100 bytes
+
+
+def tls_context(settings: MetricsProxySettings) -> ssl.SSLContext | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(
+            f"--tls-cert-file/--tls-key-file: cannot load {settings.tls_cert_file} with "
+            f"{settings.tls_key_file}: {exc}"
+        ) from None
+    return context
+
+
+def guard_for(settings: MetricsProxySettings) -> Guard:
+    return Guard(
+        token_file=SecretFile(settings.bearer_token_file) if settings.bearer_token_file else None,
+        basic_user=settings.basic_auth_user,
+        basic_password_file=(
+            SecretFile(settings.basic_auth_password_file)
+            if settings.basic_auth_password_file
+            else None
+        ),
+    )
+
+
+class MetricsProxy:
+    """Built in two steps because the lifecycle starts the server (which needs the /metrics
+    handler) before it runs the body (which follows the access log)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.scraper: Scraper | None = None
+        self.access: AccessLogMetrics | None = None
+        self.parser: LogFormatParser | None = None
+
+    def build(self, ctx: lifecycle.Context) -> Handler:
+        settings: MetricsProxySettings = ctx.settings
+        const_labels = expanded_const_labels(settings, self.environ)
+        telemetry = Telemetry()
+        if settings.access_log is not None:
+            self.parser = load_log_format(settings.log_format)
+            self.access = AccessLogMetrics(
+                status_label=settings.status_label,
+                duration_buckets=settings.duration_buckets,
+                upstream_buckets=settings.upstream_buckets,
+            )
+        upstreams = [
+            Upstream(
+                merge.name,
+                Fetcher(
+                    merge.target,
+                    timeout=settings.merge_timeout,
+                    max_bytes=settings.merge_max_bytes,
+                    accept=UPSTREAM_ACCEPT,
+                ),
+            )
+            for merge in settings.merge_url
+        ]
+        self.scraper = Scraper(
+            stub_status=Fetcher(
+                settings.stub_status_url,
+                timeout=settings.stub_status_timeout,
+                max_bytes=STUB_STATUS_MAX_BYTES,
+            ),
+            upstreams=upstreams,
+            merge_prefix=settings.merge_prefix,
+            merge_label=settings.merge_label,
+            const_labels=const_labels,
+            access_log=self.access,
+            registry=ctx.registry,
+            telemetry=telemetry,
+        )
+        return metrics_endpoint(self.scraper, guard_for(settings), telemetry)
+
+    async def _follow(self, tailer: Tailer) -> None:
+        assert self.access is not None and self.parser is not None
+        observe, parse = self.access.observe, self.parser.parse
+        async for chunk in tailer:
+            for raw in chunk.lines:
+                observe(parse(raw.decode("utf-8", "replace")))
+
+    async def body(self, ctx: lifecycle.Context) -> int:
+        settings: MetricsProxySettings = ctx.settings
+        assert self.scraper is not None
+        tailer = follower = None
+        try:
+            if settings.access_log is not None:
+                tailer = Tailer([str(settings.access_log)], start_at=settings.access_log_start)
+                # The first scan fixes where reading starts; only then is it "ready", so
+                # requests sent after /readyz answers 200 are all counted.
+                tailer.scan()
+                follower = asyncio.create_task(self._follow(tailer))
+            ctx.health.set_ready(True, "serving")
+            log.info(
+                "serving",
+                extra=logs.kv(
+                    stub_status=str(settings.stub_status_url),
+                    access_log=str(settings.access_log or ""),
+                    merge=[m.name for m in settings.merge_url],
+                ),
+            )
+            stopping = asyncio.create_task(ctx.stop.wait())
+            waiting = {stopping} | ({follower} if follower else set())
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if follower is not None and follower.done():
+                error = follower.exception()
+                log.error("access-log follower stopped", extra=logs.kv(error=repr(error)))
+                return 1
+            return 0
+        finally:
+            ctx.health.set_ready(False, "stopping")
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await follower
+            if tailer is not None:
+                await tailer.aclose()
+            await self.scraper.close()
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    proxy = MetricsProxy(environ)
+    return lifecycle.run(
+        PART,
+        MetricsProxySettings,
+        proxy.body,
+        argv,
+        environ,
+        metrics=proxy.build,
+        tls=tls_context,
+    )

@@ -1,0 +1,123 @@
+"""The lean HTTP/1.1 response parser, fed the way a socket delivers bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecars.metrics_proxy.http11 import ProtocolError, ResponseParser, TooLarge
+
+
+def feed(raw: bytes, *, step: int | None = None, max_body: int = 1 << 20) -> ResponseParser:
+    parser = ResponseParser(max_body)
+    step = step or len(raw) or 1
+    for i in range(0, len(raw), step):
+        parser.feed(raw[i : i + step])
+    return parser
+
+
+CONTENT_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3;ext=1\r\nhel\r\n2\r\nlo\r\n0\r\nX-Trailer: 1\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("step", [None, 1, 7])
+@pytest.mark.parametrize("raw", [CONTENT_LENGTH, CHUNKED], ids=["length", "chunked"])
+def test_complete_in_any_split(raw: bytes, step: int | None) -> None:
+    parser = feed(raw, step=step)
+    assert parser.done and parser.response is not None
+    assert parser.response.body == b"hello"
+    assert parser.response.keep_alive
+
+
+def test_headers_are_lowercased_and_joined() -> None:
+    parser = feed(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n")
+    assert parser.response is not None and parser.response.headers["x-a"] == "1, 2"
+
+
+def test_close_delimited_body() -> None:
+    parser = feed(b"HTTP/1.0 200 OK\r\n\r\nsome body")
+    assert not parser.done
+    parser.eof()
+    assert parser.done and parser.response is not None
+    assert parser.response.body == b"some body" and not parser.response.keep_alive
+
+
+def test_connection_close_header_ends_keep_alive() -> None:
+    parser = feed(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx")
+    assert parser.response is not None and not parser.response.keep_alive
+
+
+def test_interim_response_is_skipped() -> None:
+    parser = feed(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + CONTENT_LENGTH)
+    assert parser.response is not None and parser.response.status == 200
+
+
+def test_bytes_past_the_response_end_keep_alive() -> None:
+    parser = feed(CONTENT_LENGTH + b"HTTP/1.1 200")
+    assert parser.response is not None and not parser.response.keep_alive
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello",
+        CHUNKED[:-20],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    ],
+    ids=["short-length", "chunked-cut", "chunk-cut"],
+)
+def test_cut_off_body_is_eof_error(raw: bytes) -> None:
+    parser = feed(raw)
+    assert not parser.done
+    with pytest.raises(EOFError):
+        parser.eof()
+
+
+def test_closed_before_any_response() -> None:
+    parser = ResponseParser(100)
+    with pytest.raises(ProtocolError, match="connection closed before a complete response head"):
+        parser.eof()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"garbage garbage\r\n\r\n", "not an HTTP response"),
+        (b"\x00\x01\x02", "not an HTTP response"),
+        (b"HTTP/1.1 abc OK\r\n\r\n", "bad status line"),
+        (b"HTTP/2 200\r\n\r\n", "bad status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "bad header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "unsupported Transfer-Encoding"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 0\r\n\r\n",
+            "unrequested Content-Encoding",
+        ),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc",
+            "chunk not followed by CRLF",
+        ),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: " + b"a" * 70000, "larger than 64 KiB"),
+    ],
+)
+def test_protocol_errors(raw: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        feed(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n123456\r\n6\r\n123456\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFF\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 11,
+    ],
+    ids=["declared", "chunks", "huge-chunk-size", "close-delimited"],
+)
+def test_body_over_the_cap(raw: bytes) -> None:
+    with pytest.raises(TooLarge):
+        feed(raw, max_body=10)
