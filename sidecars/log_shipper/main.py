@@ -20,8 +20,11 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   until that sink's reader has read them), so it loses nothing while it is down, at the cost of
   disk space held for it.
 - A corrupted or truncated state file is moved aside (``<state>.corrupt-<time>``) with an error
-  log line, and shipping starts over from --start-position: every line is sent again, which Loki
-  and de-duplicating HTTP receivers absorb (others see repeats), and nothing is lost.
+  log line, and shipping starts over from --start-position (default: the beginning of every
+  file): nothing is lost, every line present is sent again. Loki absorbs the repeat (same
+  entries); HTTP receivers see new batch boundaries, hence new keys, and get the lines twice;
+  stdout/syslog/RELP repeat them. To avoid the repeat, restore the state file or start with
+  --start-position end (which skips lines written while the shipper was down).
 - SIGTERM: reading stops, open batches are flushed, queues drain and the state is written, all
   within --drain-timeout; what could not be delivered by then is sent after the restart.
 """

@@ -145,8 +145,7 @@ class Checkpointer:
         if problem is not None:
             log.error(
                 "state file unusable; starting without it (files are read again from "
-                "--start-position: sinks that de-duplicate absorb the repeat, others may "
-                "receive lines twice)",
+                "--start-position: nothing is lost, lines already shipped are sent again)",
                 extra=kv(
                     state_file=str(self.file.path),
                     problem=problem,
