@@ -1,0 +1,254 @@
+"""config-fetcher benchmarks: init time, change-to-reload latency, peak RSS.
+
+Run from the repository root (it reuses tests/support to start the real origin and app nginx
+from apps/, exactly as the integration tests do):
+
+    python -m bench.config_fetcher.run            # full run, rewrites RESULTS.md's numbers
+    python -m bench.config_fetcher.run --runs 5 --changes 10 --no-write   # a quick look
+
+Everything it starts lives in one temp dir and is stopped on exit, failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.config_fetcher import content, report
+from bench.config_fetcher.init_time import (
+    TIME_BIN,
+    BenchError,
+    Command,
+    import_profile,
+    measure,
+    python_version,
+)
+from bench.config_fetcher.watch_latency import WatchResult, http_origin, local_directory
+from tests.support.nginx import APPS, NGINX, OriginNginx, have_nginx
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = ("init", "http", "dir")
+# What --env-subst fills into the demo site (the Pod manifest sets the same names).
+SITE_VARS = {"NGINX_PORT": "8080", "SITE_DIR": "/srv/site", "POD_NAME": "bench-0"}
+
+
+def fetcher_command() -> list[str]:
+    """The console script beside this interpreter, as the image runs it; else ``-m``."""
+    script = Path(sys.executable).with_name("sidecars")
+    if script.exists():
+        return [str(script), "config-fetcher"]
+    return [sys.executable, "-m", "sidecars", "config-fetcher"]
+
+
+def machine_facts() -> list[str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
+    versions = []
+    for dist in ("aiohttp", "watchfiles", "prometheus-client"):
+        from importlib.metadata import version
+
+        versions.append(f"{dist} {version(dist)}")
+    return [
+        f"Machine: nproc {os.cpu_count()}, CPU {cpu}, Linux {platform.release()}",
+        f"Python {python_version(sys.executable)}, {nginx.replace('nginx version: ', '')}, "
+        + ", ".join(versions),
+        "Shared machine: other engineers' work may run at the same time; load average "
+        f"(1/5/15 min) at start: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}",
+    ]
+
+
+def init_commands(
+    fetcher: list[str], origin: OriginNginx, bundle: bytes, single: bytes
+) -> tuple[list[Command], set[str]]:
+    py = sys.executable
+    env = {**os.environ, **SITE_VARS}
+    assets = {
+        name: data
+        for name, data in content.archive_files(bundle).items()
+        if name.startswith("html/assets/")
+    }
+
+    def verify_bundle(root: Path) -> None:
+        def check(dest: Path) -> None:
+            for name, data in assets.items():
+                if (dest / root / name).read_bytes() != data:
+                    raise BenchError(f"{dest / root / name} differs from the bundle")
+            conf = (dest / root / content.SITE_CONF).read_text()
+            if "${" in conf or "listen 8080;" not in conf:
+                raise BenchError(f"{dest / root / content.SITE_CONF} was not substituted")
+
+        return check
+
+    def verify_single(dest: Path) -> None:
+        if (dest / "redirects.map").read_bytes() != single:
+            raise BenchError(f"{dest / 'redirects.map'} differs from the origin's file")
+
+    once = [*fetcher, "--once", "--listen", "off", "--env-subst"]
+    bundle_url, single_url = origin.url("site.tar.gz"), origin.url("redirects.map")
+    fetch_bundle = "fetcher --once, 1 MiB bundle (.tar.gz)"
+    fetch_single = "fetcher --once, 1 MiB single file"
+    sh_bundle = (
+        'set -e; curl -fsS -o "$1/.site.tgz" "$2"; mkdir "$1/.new"; '
+        'tar -xzf "$1/.site.tgz" -C "$1/.new"; mv "$1/.new" "$1/site"; rm "$1/.site.tgz"'
+    )
+    sh_single = 'set -e; curl -fsS -o "$1/.tmp" "$2"; mv "$1/.tmp" "$1/redirects.map"'
+    commands = [
+        Command("python -c pass (interpreter start)", lambda d: [py, "-c", "pass"]),
+        Command("python -c 'import aiohttp'", lambda d: [py, "-c", "import aiohttp"]),
+        Command(
+            "python -c 'import prometheus_client'", lambda d: [py, "-c", "import prometheus_client"]
+        ),
+        Command(
+            "python -c 'import sidecars.config_fetcher.main'",
+            lambda d: [py, "-c", "import sidecars.config_fetcher.main"],
+        ),
+        Command(
+            fetch_bundle,
+            lambda d: [*once, "--source", bundle_url, "--dest", str(d)],
+            verify_bundle(Path(".")),
+            env,
+        ),
+        Command(
+            fetch_single,
+            lambda d: [*once, "--source", single_url, "--dest", str(d)],
+            verify_single,
+            env,
+        ),
+        Command(
+            "peer: sh curl -o + tar -x + mv, bundle (no checks, no fsync, no env-subst)",
+            lambda d: ["sh", "-c", sh_bundle, "sh", str(d), bundle_url],
+            lambda d: _peer_check(d / "site", assets),
+        ),
+        Command(
+            "peer: sh curl -o + mv, single file (no checks, no fsync)",
+            lambda d: ["sh", "-c", sh_single, "sh", str(d), single_url],
+            verify_single,
+        ),
+    ]
+    return commands, {fetch_bundle, fetch_single}
+
+
+def _peer_check(root: Path, assets: dict[str, bytes]) -> None:
+    for name, data in assets.items():
+        if (root / name).read_bytes() != data:
+            raise BenchError(f"{root / name} differs from the bundle")
+
+
+def run_init(work: Path, fetcher: list[str], runs: int, rss_runs: int) -> report.InitSection:
+    site = content.site_files(APPS / "site")
+    bundle = content.bundle_of_size(site, content.MIB)
+    single = content.redirect_map(content.MIB)
+    unpacked = content.archive_files(bundle)
+    origin = OriginNginx(work / "origin-init")
+    try:
+        origin.start()
+        (origin.docroot / "site.tar.gz").write_bytes(bundle)
+        (origin.docroot / "redirects.map").write_bytes(single)
+        commands, fetcher_labels = init_commands(fetcher, origin, bundle, single)
+        measure(commands, work / "init", runs, rss_runs)
+    finally:
+        origin.stop()
+    total, groups = import_profile(sys.executable, "sidecars.config_fetcher.main")
+    payloads = [
+        f"bundle: `site.tar.gz`, {len(bundle):,} bytes as fetched, {len(unpacked)} files, "
+        f"{sum(map(len, unpacked.values())):,} bytes unpacked (apps/site plus 16 base64 text "
+        "assets that gzip cannot shrink much), published with `--env-subst` as the Pod "
+        "manifest does",
+        f"single file: `redirects.map`, {len(single):,} bytes (an nginx map of redirects)",
+        "origin: apps/origin/nginx.conf on 127.0.0.1 (tests/support/nginx.py)",
+    ]
+    return report.InitSection(commands, fetcher_labels, payloads, total, groups)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per init command")
+    parser.add_argument("--rss-runs", type=int, default=5, help="GNU time runs per command")
+    parser.add_argument("--changes", type=int, default=100, help="changes per watch benchmark")
+    parser.add_argument("--interval", type=float, default=1.0, help="--interval of HTTP watch")
+    parser.add_argument("--debounce", type=float, default=0.1, help="--reload-debounce")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the gaps between changes")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}"
+    )
+    parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if unknown := only - set(SECTIONS):
+        parser.error(f"--only: unknown section(s) {sorted(unknown)}; one of {SECTIONS}")
+    if not have_nginx():
+        parser.error(f"nginx not found at {NGINX} (apt-get install nginx-light)")
+    if "init" in only and not os.path.exists(TIME_BIN):
+        parser.error(f"{TIME_BIN} not found (apt-get install time)")
+
+    shown = "python -m bench.config_fetcher.run" + "".join(
+        " " + shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
+    fetcher = fetcher_command()
+    started = datetime.datetime.now(datetime.UTC)
+    head = report.Header(
+        command=shown,
+        date=started.strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine_facts(),
+        fetcher=" ".join(fetcher),
+    )
+    parts: list[list[str]] = [report.header(head)]
+    watch: list[WatchResult] = []
+    base_conf = (APPS / "site" / "conf.d" / "site.conf").read_text()
+    index_html = (APPS / "site" / "html" / "index.html").read_bytes()
+    with tempfile.TemporaryDirectory(prefix="bench-cf-") as tmp:
+        work = Path(tmp)
+        try:
+            init: report.InitSection | None = None
+            if "init" in only:
+                init = run_init(work, fetcher, args.runs, args.rss_runs)
+            if "http" in only:
+                watch.append(
+                    http_origin(
+                        work, fetcher, base_conf, index_html, args.changes, args.interval,
+                        args.debounce, args.seed,
+                    )
+                )  # fmt: skip
+            if "dir" in only:
+                watch.append(
+                    local_directory(
+                        work, fetcher, base_conf, index_html, args.changes, args.debounce
+                    )
+                )
+        except BenchError as exc:
+            print(f"bench failed: {exc}", file=sys.stderr)
+            return 1
+    if init is not None:
+        parts.append(report.init_section(init, args.runs))
+    if watch:
+        parts.append(report.watch_section(watch, args.interval))
+    parts.append(
+        report.rss_section(
+            init.commands if init else [], init.fetcher_labels if init else set(), watch
+        )
+    )
+    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    elapsed = datetime.datetime.now(datetime.UTC) - started
+    parts.append([f"Load average at the end: {load}; the run took {elapsed.seconds} s."])
+    block = report.render(parts)
+    print(block)
+    if not args.no_write:
+        report.splice_into(args.results, block, "config-fetcher benchmarks: results")
+        print(f"written to {args.results}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
