@@ -14,14 +14,13 @@ _dumps_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), defa
 def ndjson(batch: Batch) -> bytes:
     """One JSON object per line: ``{"ts_ns", "file", "offset", "line", "fields"}``; ``fields``
     is the parsed line (null when it did not parse or no format is set)."""
-    head = '{"ts_ns":%d,"file":' + encode_basestring(batch.path) + ',"offset":%d,"line":'
-    template = head + '%s,"fields":%s}'
+    path = encode_basestring(batch.path)
     bounds = batch.bounds
     if batch.fields is None:
-        tail = head + '%s,"fields":null}'
         text = "\n".join(
             [
-                tail % (stamp, bounds[i], encode_basestring(line))
+                f'{{"ts_ns":{stamp},"file":{path},"offset":{bounds[i]},'
+                f'"line":{encode_basestring(line)},"fields":null}}'
                 for i, (stamp, line) in enumerate(zip(batch.timestamps, batch.lines, strict=True))
             ]
         )
@@ -29,13 +28,9 @@ def ndjson(batch: Batch) -> bytes:
         fields = batch.fields
         text = "\n".join(
             [
-                template
-                % (
-                    stamp,
-                    bounds[i],
-                    encode_basestring(line),
-                    "null" if fields[i] is None else _dumps_fields(fields[i]),
-                )
+                f'{{"ts_ns":{stamp},"file":{path},"offset":{bounds[i]},'
+                f'"line":{encode_basestring(line)},'
+                f'"fields":{"null" if fields[i] is None else _dumps_fields(fields[i])}}}'
                 for i, (stamp, line) in enumerate(zip(batch.timestamps, batch.lines, strict=True))
             ]
         )
