@@ -6,7 +6,8 @@
            Committed as k8s/classic/pod.yaml (a unit test keeps it in step with pod.yaml).
   podman   classic, plus what `podman kube play` needs: restartPolicy Never (it restarts init
            containers forever otherwise), init containers kept for their logs, images only from
-           local storage, Services dropped, and optional hostPorts / env / name overrides.
+           local storage, emptyDirs named per Pod (podman makes each a named volume, shared by
+           every pod using that name), Services dropped, and optional hostPorts / env / name.
 
   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
   python3 k8s/variants.py podman k8s/pod.yaml --host-port 8080=18080 \
@@ -97,6 +98,18 @@ def _namespace_literal(container: Doc, namespace: str) -> None:
             item["value"] = namespace
 
 
+def _pod_local_volumes(spec: Doc, pod: str) -> None:
+    """Prefix emptyDir names with the Pod's: podman turns an emptyDir into a named volume, and
+    two Pods with a volume `site` would otherwise share it."""
+    renamed = {}
+    for volume in spec.get("volumes", []):
+        if "emptyDir" in volume:
+            renamed[volume["name"]] = volume["name"] = f"{pod}-{volume['name']}"
+    for container in all_containers(spec):
+        for mount in container.get("volumeMounts", []):
+            mount["name"] = renamed.get(mount["name"], mount["name"])
+
+
 def _set_env(container: Doc, overrides: Mapping[str, str]) -> set[str]:
     """Give the container's env vars named in ``overrides`` those values; return the names set."""
     done = set()
@@ -127,6 +140,7 @@ def podman(
         meta["name"] = name
     meta.setdefault("annotations", {})[PODMAN_KEEP_INIT] = "always"
     spec["restartPolicy"] = "Never"
+    _pod_local_volumes(spec, meta["name"])
     for container in all_containers(spec):
         container["imagePullPolicy"] = "Never"
         _namespace_literal(container, meta.get("namespace", "default"))

@@ -6,16 +6,21 @@ engine's network resolves pod names), exactly the URL k8s/pod.yaml carries for K
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from tests.e2e import pods
 from tests.e2e.engine import Podman
-from tests.support.procs import http_get
+from tests.support.procs import http_get, wait_until
 
 pytestmark = pytest.mark.e2e_pod
 
@@ -137,3 +142,106 @@ def test_broken_source_fails_in_init_container(engine: Podman, origin: pods.Play
         assert nginx["Status"] == "created" and not nginx["Running"]
     finally:
         engine.down(pod.name)
+
+
+def site_bundle(mark: str) -> bytes:
+    """The demo bundle (apps/site) changed in its config (a header only a reload can bring)
+    and its content."""
+    site = pods.REPO / "apps" / "site"
+    conf = (site / "conf.d" / "site.conf").read_text()
+    conf = conf.replace(
+        "server {", f'server {{\n    add_header X-Sidecars-Mark "{mark}" always;', 1
+    )
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in (
+            ("conf.d/site.conf", conf.encode()),
+            ("html/index.html", f"<p>{mark}</p>\n".encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_change_at_origin_is_served_after_hot_reload(engine: Podman, images):
+    """The watch sidecar polls the origin, publishes the change into the shared volume and
+    SIGHUPs nginx across containers (shareProcessNamespace): new page, same nginx master."""
+
+    def writable_origin(docs):
+        spec = docs[0]["spec"]
+        spec.setdefault("volumes", []).append({"name": "reload-origin-content", "emptyDir": {}})
+        spec["containers"][0]["volumeMounts"].append(
+            {"name": "reload-origin-content", "mountPath": "/srv/origin"}
+        )
+
+    def fast_poll(docs):
+        for container in docs[0]["spec"]["containers"]:
+            if "--watch" in container.get("args", []):
+                container["args"] = [a for a in container["args"] if "--interval" not in a]
+                container["args"].append("--interval=1")
+
+    origin = pods.play(engine, pods.ORIGIN_POD, name="reload-origin", edit=writable_origin)
+    app = None
+    try:
+        assert origin.play.returncode == 0, origin.play.stderr
+        # podman copied the image's /srv/origin (site.tar.gz) into the fresh volume.
+        content = Path(
+            engine(
+                "volume", "inspect", "reload-origin-content", "--format", "{{.Mountpoint}}"
+            ).stdout.strip()
+        )
+        pods.wait_http_ok(origin.url(8090, "/site.tar.gz"), what="the writable origin")
+        app = pods.play(
+            engine,
+            pods.APP_POD,
+            name="sidecars-reload",
+            env={"CONFIG_FETCHER_SOURCE": "http://reload-origin:8090/site.tar.gz"},
+            edit=fast_poll,
+        )
+        assert app.play.returncode == 0, app.play.stderr
+        assert PAGE_MARK in pods.wait_http_ok(app.url(8080), what="first page").decode()
+        pods.wait_http_ok(app.url(9101, "/readyz"), what="watch sidecar ready")
+        master = engine("exec", f"{app.name}-nginx", "cat", "/run/nginx/nginx.pid").stdout
+
+        mark = f"reloaded-{uuid.uuid4().hex}"
+        tmp = content / ".site.tar.gz.tmp"
+        tmp.write_bytes(site_bundle(mark))
+        tmp.rename(content / "site.tar.gz")  # the origin serves all-old or all-new
+
+        def served() -> bool:
+            status, body, headers = http_get(app.url(8080), timeout=2)
+            # The header comes from the new config: nginx has reloaded.
+            return (
+                status == 200 and mark in body.decode() and headers.get("X-Sidecars-Mark") == mark
+            )
+
+        wait_until(served, timeout=30, interval=0.2, what="the changed site after the reload")
+        assert engine("exec", f"{app.name}-nginx", "cat", "/run/nginx/nginx.pid").stdout == master
+
+        def reloaded() -> list[dict]:
+            log = engine.logs(f"{app.name}-config-fetcher")
+            entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+            return [e for e in entries if e.get("msg") == "reloaded nginx"]
+
+        assert (
+            wait_until(reloaded, timeout=10, what="the reload log line")[-1]["method"] == "signal"
+        )
+    finally:
+        if app is not None:
+            engine.down(app.name)
+        engine.down(origin.name)
+
+
+def test_sigterm_drains_the_watch_sidecar(engine: Podman, app: pods.PlayedPod):
+    """Last in this module: it stops the module's sidecar."""
+    sidecar = f"{app.name}-config-fetcher"
+    pods.wait_http_ok(app.url(9101, "/readyz"), what="watch sidecar ready")
+    engine("stop", "--time", "20", sidecar)
+    assert engine.inspect(sidecar)["State"]["ExitCode"] == 0
+    stopping = [
+        json.loads(line) for line in engine.logs(sidecar).splitlines() if "stopping" in line
+    ]
+    assert stopping and stopping[0]["signal"] == "SIGTERM"
+    # nginx is untouched by its sidecar going away.
+    assert PAGE_MARK in pods.wait_http_ok(app.url(8080), what="nginx still serving").decode()

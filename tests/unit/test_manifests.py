@@ -180,6 +180,19 @@ def test_podman_variant():
     assert {c["imagePullPolicy"] for c in containers} == {"Never"}
     nginx = next(c for c in containers if c["name"] == "nginx")
     assert nginx["ports"][0]["hostPort"] == 18080
+    # emptyDirs become per-Pod named volumes.
+    assert {v["name"] for v in app["spec"]["volumes"]} == {
+        "other-site",
+        "other-logs",
+        "other-run",
+        "other-cache",
+    }
+    assert {m["name"] for m in nginx["volumeMounts"]} == {
+        "other-site",
+        "other-logs",
+        "other-run",
+        "other-cache",
+    }
     for c in containers:
         env = {e["name"]: e for e in c.get("env", [])}
         if "CONFIG_FETCHER_SOURCE" in env:
