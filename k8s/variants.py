@@ -121,6 +121,19 @@ def _set_env(container: Doc, overrides: Mapping[str, str]) -> set[str]:
     return done
 
 
+def override(doc: Doc, *, name: str | None = None, env: Mapping[str, str] | None = None) -> Doc:
+    """A copy of a Pod renamed and/or with new values for env vars its containers declare."""
+    doc = copy.deepcopy(doc)
+    spec = pod_spec(doc)
+    if spec is None:
+        return doc
+    if name:
+        doc.setdefault("metadata", {})["name"] = name
+    for container in all_containers(spec):
+        _set_env(container, env or {})
+    return doc
+
+
 def podman(
     doc: Doc,
     *,
@@ -131,13 +144,11 @@ def podman(
     """The podman kube play form of one document; None for kinds podman should not see."""
     if doc.get("kind") == "Service":
         return None  # pods reach each other by pod IP or hostPort under podman
-    doc = classic(doc)
+    doc = classic(override(doc, name=name, env=env))
     spec = pod_spec(doc)
     if spec is None:
         return doc
     meta = doc.setdefault("metadata", {})
-    if name:
-        meta["name"] = name
     meta.setdefault("annotations", {})[PODMAN_KEEP_INIT] = "always"
     spec["restartPolicy"] = "Never"
     _pod_local_volumes(spec, meta["name"])
@@ -147,8 +158,6 @@ def podman(
         for port in container.get("ports", []):
             if host_ports and port["containerPort"] in host_ports:
                 port["hostPort"] = host_ports[port["containerPort"]]
-        if env:
-            _set_env(container, env)
     return doc
 
 

@@ -28,5 +28,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if not any(item.get_closest_marker(marker) for marker in STRICT_MARKERS):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
     report.outcome = "failed"
     report.longrepr = f"CI=true: an e2e_pod test may not skip, but it did: {reason}"
