@@ -1,0 +1,197 @@
+"""nginx not there yet, gone, or replaced by a server that misbehaves: the proxy keeps serving,
+says ``nginx_up 0`` with the reason counted, and recovers without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from tests.integration.metrics_proxy import fake_upstream as fake
+from tests.integration.metrics_proxy.conftest import Site
+from tests.integration.metrics_proxy.fake_upstream import FakeUpstream
+from tests.integration.metrics_proxy.proxy import Proxy, Series
+from tests.support.procs import wait_until
+
+pytestmark = pytest.mark.integration
+
+NGINX_SERIES = {
+    "nginx_connections_accepted",
+    "nginx_connections_active",
+    "nginx_connections_handled",
+    "nginx_connections_reading",
+    "nginx_connections_waiting",
+    "nginx_connections_writing",
+    "nginx_http_requests_total",
+}
+
+
+def names(series: Series) -> set[str]:
+    return {name for name, _ in series}
+
+
+def up(series: Series) -> float | None:
+    return series.get(("nginx_up", frozenset()))
+
+
+def errors(series: Series, source: str, reason: str) -> float:
+    key = ("metrics_proxy_fetch_errors_total", frozenset({("source", source), ("reason", reason)}))
+    return series.get(key, 0.0)
+
+
+def test_nginx_not_started_yet_then_started(site: Site, proxies: Callable[..., Proxy]) -> None:
+    proxy = proxies("--stub-status-url", site.stub_status_url).wait_ready()
+    series = proxy.scrape()
+    assert up(series) == 0.0
+    assert not names(series) & NGINX_SERIES  # nothing stale, nothing invented
+    assert errors(series, "stub_status", "connect") >= 1
+    pid = proxy.proc.pid
+
+    site.start()
+    wait_until(lambda: proxy.value("nginx_up") == 1.0, timeout=10, what="nginx_up 1")
+    assert names(proxy.scrape()) >= NGINX_SERIES
+    assert proxy.proc.pid == pid and proxy.proc.popen.poll() is None  # the same process
+    log = proxy.proc.output()
+    assert log.count('"msg": "source failed"') == 1  # once when it starts failing, not per scrape
+    assert '"msg": "source recovered"' in log
+
+
+def test_nginx_stopped(nginx: Site, proxies: Callable[..., Proxy]) -> None:
+    proxy = proxies("--stub-status-url", nginx.stub_status_url).wait_ready()
+    assert proxy.value("nginx_up") == 1.0
+    nginx.stop()
+    wait_until(lambda: proxy.value("nginx_up") == 0.0, timeout=10, what="nginx_up 0")
+    assert not names(proxy.scrape()) & NGINX_SERIES
+    assert proxy.get("/healthz")[0] == 200
+    assert proxy.get("/readyz")[0] == 200
+
+
+def test_unix_socket(site: Site, proxies: Callable[..., Proxy]) -> None:
+    sock = site.app.root / "run" / "status.sock"
+    (site.app.site_dir / "conf.d" / "status-socket.conf").write_text(
+        f"server {{\n    listen unix:{sock};\n    access_log off;\n"
+        "    location = /stub_status { stub_status; }\n}\n"
+    )
+    site.start()
+    wait_until(sock.exists, timeout=10, what="nginx's unix socket")
+    proxy = proxies("--stub-status-url", f"unix:{sock}:/stub_status").wait_ready()
+    series = proxy.scrape()
+    assert up(series) == 1.0
+    assert names(series) >= NGINX_SERIES
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [
+        (fake.raw(b"\x16\x03\x01 this is not http at all\r\n\r\n"), "protocol"),
+        (fake.answer(b"<html><body>hello</body></html>", "text/html"), "parse"),
+        (fake.answer(bytes(range(256)) * 8, "application/octet-stream"), "parse"),
+        (fake.answer(b"nope", status="503 Service Unavailable"), "http_status"),
+        (fake.truncated(fake.STUB_STATUS[:40], declared=len(fake.STUB_STATUS)), "truncated"),
+        (fake.huge(50 * 1024 * 1024), "too_large"),
+    ],
+    ids=["not-http", "html", "binary", "503", "truncated", "huge"],
+)
+def test_misbehaving_stub_status(
+    proxies: Callable[..., Proxy],
+    fakes: Callable[..., FakeUpstream],
+    behaviour: fake.Behaviour,
+    reason: str,
+) -> None:
+    server = fakes(behaviour)
+    proxy = proxies("--stub-status-url", server.url("/stub_status")).wait_ready()
+    for _ in range(3):
+        series = proxy.scrape()
+        assert up(series) == 0.0
+        assert not names(series) & NGINX_SERIES
+    assert errors(proxy.scrape(), "stub_status", reason) >= 3
+    assert proxy.proc.popen.poll() is None
+
+
+def test_slow_body_past_the_timeout(
+    proxies: Callable[..., Proxy], fakes: Callable[..., FakeUpstream]
+) -> None:
+    stop = threading.Event()
+    try:
+        server = fakes(fake.slow(fake.STUB_STATUS, stop))
+        proxy = proxies(
+            "--stub-status-url", server.url("/stub_status"), "--stub-status-timeout", "500ms"
+        ).wait_ready()
+        started = time.monotonic()
+        series = proxy.scrape()
+        # The answer comes at the timeout, not when the trickle would end (~20 s).
+        assert time.monotonic() - started < 5
+        assert up(series) == 0.0
+        assert errors(proxy.scrape(), "stub_status", "timeout") >= 1
+    finally:
+        stop.set()
+
+
+def test_a_thousand_concurrent_scrapes_share_fetches(
+    proxies: Callable[..., Proxy], fakes: Callable[..., FakeUpstream]
+) -> None:
+    release = threading.Event()
+    server = fakes(fake.delayed(fake.STUB_STATUS, release))
+    proxy = proxies("--stub-status-url", server.url("/stub_status")).wait_ready()
+
+    async def scrape_all(n: int) -> list[tuple[int, bytes]]:
+        connector = aiohttp.TCPConnector(limit=n)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+            async def one() -> tuple[int, bytes]:
+                async with session.get(proxy.url + "/metrics") as response:
+                    return response.status, await response.read()
+
+            tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+            # All 1000 are waiting on the one held fetch; then nginx "answers".
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: wait_until(lambda: server.requests >= 1, what="first fetch")
+            )
+            release.set()
+            return await asyncio.gather(*tasks)
+
+    results = asyncio.run(scrape_all(1000))
+    assert [status for status, _ in results] == [200] * 1000
+    assert all(b"\nnginx_up 1\n" in body for _, body in results)
+    # Scrapes that arrived while the fetch was held shared it; a few late ones may start
+    # another round. A thousand fetches would mean no sharing at all.
+    assert server.requests <= 10, server.requests
+
+
+def test_a_thousand_concurrent_scrapes_of_real_nginx(
+    nginx: Site, proxies: Callable[..., Proxy]
+) -> None:
+    proxy = proxies("--stub-status-url", nginx.stub_status_url).wait_ready()
+
+    async def scrape_all(n: int) -> list[tuple[int, bytes]]:
+        connector = aiohttp.TCPConnector(limit=n)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+            async def one() -> tuple[int, bytes]:
+                async with session.get(proxy.url + "/metrics") as response:
+                    return response.status, await response.read()
+
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    results = asyncio.run(scrape_all(1000))
+    assert [status for status, _ in results] == [200] * 1000
+    assert all(b"\nnginx_up 1\n" in body for _, body in results)
+    series = proxy.scrape()
+    collections = series[("metrics_proxy_collections_total", frozenset())]
+    assert collections < 1000  # concurrent scrapes shared rounds
+    assert errors(series, "stub_status", "connect") == 0
+
+
+def test_sigterm_exits_cleanly(nginx: Site, proxies: Callable[..., Proxy]) -> None:
+    proxy = proxies("--stub-status-url", nginx.stub_status_url).wait_ready()
+    proxy.scrape()
+    proxy.proc.signal(15)
+    assert proxy.proc.wait(timeout=10) == 0
+    assert os.path.exists(proxy.proc.log_path)
