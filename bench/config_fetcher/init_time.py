@@ -105,16 +105,24 @@ def measure(commands: Sequence[Command], work: Path, runs: int, rss_runs: int) -
             shutil.rmtree(dest)
 
 
-def log_marks(stdout: bytes) -> dict[str, float]:
-    """Unix time of each log message of the fetcher's JSON lines, by message (ms resolution)."""
-    marks: dict[str, float] = {}
+def log_events(stdout: bytes) -> list[tuple[str, float]]:
+    """(message, Unix time) of each of the fetcher's JSON log lines (ms resolution)."""
+    events = []
     for line in stdout.decode(errors="replace").splitlines():
         try:
             event = json.loads(line)
             stamp = datetime.datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
         except (ValueError, KeyError, TypeError):
             continue
-        marks.setdefault(str(event.get("msg")), stamp.replace(tzinfo=datetime.UTC).timestamp())
+        events.append((str(event.get("msg")), stamp.replace(tzinfo=datetime.UTC).timestamp()))
+    return events
+
+
+def log_marks(stdout: bytes) -> dict[str, float]:
+    """Unix time of the first log line of each message."""
+    marks: dict[str, float] = {}
+    for msg, stamp in log_events(stdout):
+        marks.setdefault(msg, stamp)
     return marks
 
 

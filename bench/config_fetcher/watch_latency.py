@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.config_fetcher.content import SITE_CONF, site_conf_version, tar_gz
-from bench.config_fetcher.init_time import BenchError
+from bench.config_fetcher.init_time import BenchError, log_events
 from tests.support.metrics import scrape
 from tests.support.nginx import AppNginx, OriginNginx
 from tests.support.procs import Proc, free_port, http_get, wait_until
@@ -30,6 +30,10 @@ class WatchResult:
     label: str
     command: str
     latencies: list[float] = field(default_factory=list)
+    # Unix times of each served change: (source replaced, new value first served)
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    # Per change: (source replaced -> "published" log, -> "reloaded nginx" log, -> served)
+    phases: list[tuple[float, float, float]] = field(default_factory=list)
     missed: list[int] = field(default_factory=list)
     etag_waits: int = 0
     status_kib: dict[str, int] = field(default_factory=dict)  # VmHWM, VmRSS
@@ -121,11 +125,13 @@ def _run_changes(
         time.sleep(gap())
         change(version)
         started = time.perf_counter()
+        wall = time.time()
         done = wait_served(port, version)
         if done is None:
             result.missed.append(version)
         else:
             result.latencies.append(done - started)
+            result.windows.append((wall, wall + done - started))
 
 
 def _start_watch(
@@ -147,6 +153,24 @@ def _finish(result: WatchResult, proc: Proc, listen: int) -> None:
     result.counters = fetcher_counters(listen)
     proc.signal(signal.SIGTERM)
     result.exit_code = proc.wait(timeout=30)
+    result.phases = split_at_logs(result.windows, proc.log_path.read_bytes())
+
+
+def split_at_logs(
+    windows: list[tuple[float, float]], log: bytes
+) -> list[tuple[float, float, float]]:
+    """Split each change's latency at the fetcher's "published" and "reloaded nginx" log lines.
+    Only when every change gave exactly one of each (no miss, no merged burst) can the n-th
+    lines be paired with the n-th change; otherwise no split is claimed."""
+    events = [(msg, ts) for msg, ts in log_events(log) if msg in ("published", "reloaded nginx")]
+    published = [ts for msg, ts in events if msg == "published"]
+    reloaded = [ts for msg, ts in events if msg == "reloaded nginx"]
+    if not (len(published) == len(reloaded) == len(windows)):
+        return []
+    return [
+        (pub - start, rel - pub, end - rel)
+        for (start, end), pub, rel in zip(windows, published, reloaded, strict=True)
+    ]
 
 
 def http_origin(
@@ -293,3 +317,48 @@ def local_directory(
         for proc in procs:
             proc.stop()
         app.stop()
+
+
+@dataclass
+class StartupRace:
+    trials: int
+    settle: float
+    unnoticed: int = 0
+
+
+def startup_race(work: Path, fetcher: list[str], trials: int, settle: float = 2.0) -> StartupRace:
+    """How often a ConfigMap swap made the moment the sidecar's /readyz turns 200 goes
+    unnoticed. Each trial: an init publish, then ``--watch`` (polling effectively off), wait for
+    readiness, swap at once, and see whether the new content is published within ``settle``."""
+    race = StartupRace(trials, settle)
+    for n in range(trials):
+        root = work / f"race-{n}"
+        source, dest = root / "configmap", root / "dest"
+        source.mkdir(parents=True)
+        kubelet_swap(source, {"a.conf": b"0\n"}, 0)
+        procs: list[Proc] = []
+        try:
+            init = Proc(
+                [*fetcher, "--once", "--listen", "off", "--source", str(source),
+                 "--dest", str(dest)],
+                root / "init.log",
+            )  # fmt: skip
+            procs.append(init)
+            if init.wait(timeout=60) != 0:
+                raise BenchError(f"init publish failed: {init.output()[-500:]}")
+            argv = [
+                *fetcher, "--watch", "--source", str(source), "--dest", str(dest),
+                "--interval", "600", "--stale-after", "1200",
+            ]  # fmt: skip
+            _start_watch(argv, root / "watch.log", dict(os.environ), procs)
+            kubelet_swap(source, {"a.conf": b"1\n"}, 1)
+            deadline = time.perf_counter() + settle
+            while (dest / "a.conf").read_bytes() != b"1\n":
+                if time.perf_counter() > deadline:
+                    race.unnoticed += 1
+                    break
+                time.sleep(POLL_S)
+        finally:
+            for proc in procs:
+                proc.stop()
+    return race
