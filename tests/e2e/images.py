@@ -168,6 +168,7 @@ class Built:
     images: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
     pip_path: str = ""
+    pip_args: list[str] = field(default_factory=list)  # how pip gets its packages in a build
 
 
 def make_base(podman: Podman, workdir: Path) -> None:
@@ -272,6 +273,7 @@ def make_images(podman: Podman, workdir: Path, images: Iterable[str]) -> Built:
             pip_args += ["--secret", f"id=ca-bundle,src={CA_BUNDLE}"]
         built.pip_path = "index from the host's pip config, host CA bundle as build secret"
     built.timings["wheels"] = time.monotonic() - start
+    built.pip_args = pip_args
 
     for target, image in built.images.items():
         start = time.monotonic()

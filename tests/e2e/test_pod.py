@@ -22,7 +22,8 @@ from tests.e2e import pods
 from tests.e2e.engine import Podman
 from tests.support.procs import http_get, wait_until
 
-pytestmark = pytest.mark.e2e_pod
+# The first test also pays for the session's image builds (about a minute here).
+pytestmark = [pytest.mark.e2e_pod, pytest.mark.timeout(900)]
 
 PAGE_MARK = "Hello from the sidecars demo"
 
