@@ -11,7 +11,7 @@
 
   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
   python3 k8s/variants.py podman k8s/pod.yaml --host-port 8080=18080 \
-      --env CONFIG_FETCHER_SOURCE=http://10.88.0.5:8090/site.tar.gz | podman kube play -
+      --env CONFIG_FETCHER_SOURCE=http://my-origin:8090/site.tar.gz | podman kube play -
 
 Pure functions on parsed YAML documents; only main() reads and writes files.
 """
