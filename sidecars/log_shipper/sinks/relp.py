@@ -41,6 +41,7 @@ from sidecars.log_shipper.sinks.relp_frames import (
     open_offers,
     parse_offers,
     parse_response,
+    txnr_run,
 )
 from sidecars.log_shipper.sinks.rfc5424 import Rfc5424Formatter
 from sidecars.runtime import logs
@@ -108,6 +109,11 @@ class _Session:
         self.txnr = next_txnr(self.txnr)
         return self.txnr
 
+    def take(self, count: int) -> Sequence[int]:
+        txnrs = txnr_run(self.txnr, count)
+        self.txnr = txnrs[-1]
+        return txnrs
+
     def _ack_now(self) -> None:
         # librelp answers with small writes under Nagle's algorithm: after one "rsp" it holds
         # the next until our ACK, which the kernel delays up to 40 ms when we have nothing to
@@ -126,12 +132,40 @@ class _Session:
                     self.fail("connection closed by the RELP server")
                     return
                 self._ack_now()
-                for frame in self.parser.feed(data):
+                acks, frames = self.parser.feed_acks(data)
+                if acks:
+                    self._acknowledged(acks)
+                for frame in frames:
                     self._dispatch(frame)
+                self._wake()
         except RelpProtocolError as exc:
             self.fail(str(exc))
         except (OSError, asyncio.IncompleteReadError) as exc:
             self.fail(f"connection lost: {exc!r}")
+
+    def _acknowledged(self, txnrs: list[int]) -> None:
+        """``rsp 200 OK`` for each of ``txnrs`` (the fast path of ``_dispatch``)."""
+        batch = self.batch
+        outstanding = batch.outstanding if batch is not None else {}
+        acked = batch.acked if batch is not None else []
+        for txnr in txnrs:
+            index = outstanding.pop(txnr, None)
+            if index is not None:
+                acked.append(index)
+                continue
+            reply = self.replies.pop(txnr, None)  # a close answered with "200 OK"
+            if reply is None:
+                raise RelpProtocolError(f"RELP rsp for unknown txnr {txnr}")
+            if not reply.done():
+                reply.set_result(b"200 OK")
+
+    def _wake(self) -> None:
+        # Once per read, not per answer: waking the sender 100k times a second costs.
+        batch = self.batch
+        if batch is not None:
+            self.progress.set()
+            if len(batch.outstanding) < self.window:
+                self.room.set()
 
     def _dispatch(self, frame: Frame) -> None:
         if frame.command == "serverclose":
@@ -153,9 +187,6 @@ class _Session:
             batch.acked.append(index)
         elif batch.refused is None:
             batch.refused = f"RELP server answered {response.code} {response.text}".strip()
-        self.progress.set()
-        if len(batch.outstanding) < self.window:
-            self.room.set()
 
     def fail(self, reason: str) -> None:
         if self.broken is None:
@@ -320,17 +351,18 @@ class RelpSink:
                 await self._wait(session.room, session, state)
                 continue
             # One write per window's worth: a syscall per message would cost more than RELP.
-            frames = []
-            txnr = session.txnr
-            outstanding = state.outstanding
-            for index in range(sent, min(total, sent + room)):
-                txnr = next_txnr(txnr)
-                outstanding[txnr] = index
-                message = messages[index]
-                frames.append(b"%d syslog %d %s\n" % (txnr, len(message), message))
-            session.txnr = txnr
-            sent += len(frames)
-            writer.write(b"".join(frames))
+            end = min(total, sent + room)
+            txnrs = session.take(end - sent)
+            state.outstanding.update(zip(txnrs, range(sent, end), strict=True))
+            writer.write(
+                b"".join(
+                    [
+                        b"%d syslog %d %s\n" % (txnr, len(message), message)
+                        for txnr, message in zip(txnrs, messages[sent:end], strict=True)
+                    ]
+                )
+            )
+            sent = end
             await asyncio.wait_for(writer.drain(), self.timeout)
         while state.outstanding and session.broken is None:
             session.progress.clear()

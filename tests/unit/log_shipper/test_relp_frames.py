@@ -19,6 +19,7 @@ from sidecars.log_shipper.sinks.relp_frames import (
     open_offers,
     parse_offers,
     parse_response,
+    txnr_run,
 )
 
 
@@ -34,6 +35,21 @@ def test_txnr_wraps_to_one() -> None:
     assert next_txnr(0) == 1
     assert next_txnr(41) == 42
     assert next_txnr(MAX_TXNR) == 1
+    assert list(txnr_run(0, 3)) == [1, 2, 3]
+    assert list(txnr_run(MAX_TXNR - 2, 4)) == [MAX_TXNR - 1, MAX_TXNR, 1, 2]
+    assert list(txnr_run(MAX_TXNR - 1, 1)) == [MAX_TXNR]
+
+
+def test_feed_acks_separates_plain_ok_answers_in_order() -> None:
+    stream = (
+        b"5 rsp 6 200 OK\n6 rsp 6 200 OK\n7 rsp 9 500 error\n8 rsp 6 200 OK\n"
+        b"0 serverclose 0\n9 rsp 6 200 O"
+    )
+    parser = FrameParser()
+    acks, frames = parser.feed_acks(stream)
+    assert acks == [5, 6, 8]
+    assert frames == [Frame(7, "rsp", b"500 error"), Frame(0, "serverclose", b"")]
+    assert parser.feed_acks(b"K\n") == ([9], [])
 
 
 def test_open_offers_name_syslog_command() -> None:
@@ -76,7 +92,7 @@ def test_parse_server_frames_including_serverclose() -> None:
             Frame,
             txnr=st.integers(0, MAX_TXNR),
             command=st.sampled_from(["rsp", "serverclose", "syslog"]),
-            data=st.binary(max_size=200),
+            data=st.one_of(st.just(b"200 OK"), st.binary(max_size=200)),
         ),
         max_size=15,
     ),
@@ -85,11 +101,19 @@ def test_parse_server_frames_including_serverclose() -> None:
 def test_round_trip_with_any_chunking(frames: list[Frame], cuts: list[int]) -> None:
     stream = b"".join(encode_frame(f.txnr, f.command, f.data) for f in frames)
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    parser = FrameParser()
+    parser, fast = FrameParser(), FrameParser()
     got: list[Frame] = []
+    acks: list[int] = []
+    others: list[Frame] = []
     for a, b in itertools.pairwise(points):
         got += parser.feed(stream[a:b])
+        more_acks, more_frames = fast.feed_acks(stream[a:b])
+        acks += more_acks
+        others += more_frames
     assert got == frames
+    plain_ok = [f for f in frames if f.command == "rsp" and f.data == b"200 OK"]
+    assert acks == [f.txnr for f in plain_ok]
+    assert others == [f for f in frames if f not in plain_ok]
 
 
 @pytest.mark.parametrize(
