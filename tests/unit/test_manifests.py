@@ -106,7 +106,7 @@ def test_app_pod_shape():
     spec = pod["spec"]
     assert spec["shareProcessNamespace"] is True  # the fetcher SIGHUPs the nginx master
     assert spec["securityContext"]["runAsUser"] == UID
-    init, sidecar = spec["initContainers"]
+    init, sidecar = spec["initContainers"][:2]
     assert "--once" in init["args"] and "--watch" in sidecar["args"]
     assert _is_native_sidecar(sidecar)
     fetcher = sidecar["livenessProbe"]["httpGet"]
@@ -152,7 +152,9 @@ def test_classic_moves_native_sidecars_before_app_containers():
     (pod,) = pods_of(variants.load(APP))
     out = variants.classic(pod)
     assert [c["name"] for c in out["spec"]["initContainers"]] == ["config-fetcher-init"]
-    assert [c["name"] for c in out["spec"]["containers"]] == ["config-fetcher", "nginx"]
+    sidecars = [c["name"] for c in pod["spec"]["initContainers"] if _is_native_sidecar(c)]
+    assert sidecars[0] == "config-fetcher"
+    assert [c["name"] for c in out["spec"]["containers"]] == [*sidecars, "nginx"]
     assert all("restartPolicy" not in c for c in variants.all_containers(out["spec"]))
     assert pod["spec"]["initContainers"][1]["restartPolicy"] == "Always"  # input untouched
 
