@@ -15,13 +15,14 @@ def format_le(bound: float) -> str:
 
 
 class Histogram:
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("_les", "bounds", "count", "counts", "total")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)
         self.counts = [0] * (len(self.bounds) + 1)  # per bucket, not cumulative; last is +Inf
         self.total = 0.0
         self.count = 0
+        self._les = tuple(format_le(b) for b in (*self.bounds, float("inf")))
 
     def observe(self, value: float) -> None:
         # bisect_left: a value equal to a bound belongs to that bucket (le = "less or equal").
@@ -32,9 +33,9 @@ class Histogram:
     def samples(self, name: str, labels: Labels = ()) -> list[Sample]:
         result = []
         running = 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+        for le, count in zip(self._les, self.counts, strict=True):
             running += count
-            bucket = (*labels, ("le", format_le(bound)))
+            bucket = (*labels, ("le", le))
             result.append(Sample(name + "_bucket", bucket, float(running)))
         result.append(Sample(name + "_sum", labels, self.total))
         result.append(Sample(name + "_count", labels, float(self.count)))

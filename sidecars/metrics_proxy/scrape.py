@@ -195,10 +195,14 @@ class Scraper:
             own += self.access_log.families()
         own += self.telemetry.families()
         own += registry_families(self.registry)
-        merged = merge(own, [item for item in fetched if item is not None])
-        for (source, reason), count in merged.dropped.items():
-            self.telemetry.dropped_series(source, reason, count)
-        return Snapshot([add_labels(family, self.const_labels) for family in merged.families])
+        upstream = [item for item in fetched if item is not None]
+        families = own
+        if upstream:  # our own families never collide among themselves
+            merged = merge(own, upstream)
+            for (source, reason), count in merged.dropped.items():
+                self.telemetry.dropped_series(source, reason, count)
+            families = merged.families
+        return Snapshot([add_labels(family, self.const_labels) for family in families])
 
     async def close(self) -> None:
         await self.stub_status.close()
