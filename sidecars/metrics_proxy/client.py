@@ -16,14 +16,15 @@ from sidecars.metrics_proxy import http11
 
 @dataclass(frozen=True)
 class Target:
-    """Where to GET: ``url`` is what is requested, ``socket`` the unix socket to reach it by."""
+    """Where to GET: ``url`` is what is requested, ``socket`` the unix socket to reach it by;
+    ``shown`` is how logs and errors name it (a password in the URL replaced by ``***``)."""
 
-    raw: str
+    shown: str
     url: str
     socket: str | None = None
 
     def __str__(self) -> str:
-        return self.raw
+        return self.shown
 
 
 def parse_target(raw: str) -> Target:
@@ -44,7 +45,12 @@ def parse_target(raw: str) -> Target:
         parts.port  # noqa: B018 - raises on a port out of range
     except ValueError as exc:
         raise ValueError(str(exc)) from None
-    return Target(value, value)
+    shown = value
+    if parts.password is not None:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        shown = parts._replace(netloc=f"{user}:***@{host}").geturl()
+    return Target(shown, value)
 
 
 class FetchError(Exception):

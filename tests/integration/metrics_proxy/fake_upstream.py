@@ -17,14 +17,14 @@ STUB_STATUS = (
 )
 
 
-def _read_request(sock: socket.socket) -> bool:
+def _read_request(sock: socket.socket) -> bytes | None:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
-            return False
+            return None
         data += chunk
-    return True
+    return data
 
 
 def answer(body: bytes, content_type: str = "text/plain", status: str = "200 OK") -> Behaviour:
@@ -106,6 +106,7 @@ class FakeUpstream:
     def __init__(self, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
         self.requests = 0
+        self.last_request = b""
         self._lock = threading.Lock()
         fake = self
 
@@ -113,10 +114,12 @@ class FakeUpstream:
             def handle(self) -> None:
                 sock: socket.socket = self.request
                 # One request per connection: the proxy must cope with servers that close.
-                if not _read_request(sock):
+                request = _read_request(sock)
+                if request is None:
                     return
                 with fake._lock:
                     fake.requests += 1
+                    fake.last_request = request
                 fake.behaviour(sock, fake)
 
         class Server(socketserver.ThreadingTCPServer):

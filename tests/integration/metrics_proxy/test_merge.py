@@ -3,6 +3,7 @@ that does not parse dropped whole, the format negotiated with the scraper."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import threading
 from collections.abc import Callable
@@ -216,3 +217,18 @@ def test_openmetrics_negotiated_and_gzip(nginx: Site, proxies: Callable[..., Pro
     assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert "Content-Encoding" not in headers
     assert parse_samples(body)[key("app_jobs_processed", queue="a")] == 3
+
+
+def test_credentials_in_a_merge_url_are_sent_and_never_logged(
+    nginx: Site, proxies: Callable[..., Proxy], fakes: Callable[..., FakeUpstream]
+) -> None:
+    server = fakes(fake.answer(b"not exposition {{{\n"))
+    url = server.url("/metrics").replace("http://", "http://prom:s3cret@")
+    proxy = proxies("--stub-status-url", nginx.stub_status_url, "--merge-url", "app=" + url)
+    proxy.wait_ready()
+    assert proxy.scrape()[key("metrics_proxy_upstream_up", upstream="app")] == 0
+    expected = "Basic " + base64.b64encode(b"prom:s3cret").decode()
+    assert f"Authorization: {expected}\r\n".encode() in server.last_request
+    log = proxy.proc.output()
+    assert "invalid text exposition" in log and "prom:***@127.0.0.1" in log
+    assert "s3cret" not in log

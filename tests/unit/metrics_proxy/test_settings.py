@@ -140,6 +140,12 @@ def test_merge_target_names() -> None:
     assert (named.name, named.target.url) == ("shop", "https://127.0.0.1:8443/metrics?x=1")
 
 
+def test_a_password_in_a_url_is_never_shown() -> None:
+    target = parse_merge_target("app=http://prom:s3cret@127.0.0.1:8080/metrics").target
+    assert target.url == "http://prom:s3cret@127.0.0.1:8080/metrics"  # what is requested
+    assert str(target) == "http://prom:***@127.0.0.1:8080/metrics"  # what logs and errors show
+
+
 def test_buckets() -> None:
     assert parse_buckets(" 0.5, 1 ,2.5") == (0.5, 1.0, 2.5)
     for bad in ("", "inf", "nan", "1,1"):
