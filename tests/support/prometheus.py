@@ -98,6 +98,14 @@ class Prometheus:
             for item in self.query(expr)
         }
 
+    def metadata(self, metric: str) -> list[dict[str, Any]]:
+        """What Prometheus recorded about ``metric`` (type, help) from its scrapes."""
+        status, body, _ = http_get(
+            f"{self.url}/api/v1/metadata?metric={urllib.parse.quote(metric)}", timeout=5
+        )
+        assert status == 200, body
+        return json.loads(body)["data"].get(metric, [])
+
     def targets_health(self) -> list[str]:
         status, body, _ = http_get(self.url + "/api/v1/targets", timeout=5)
         assert status == 200, body

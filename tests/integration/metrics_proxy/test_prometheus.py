@@ -87,8 +87,12 @@ def test_prometheus_sees_exactly_the_traffic(
         "POST": 5.0,
     }
     assert prom.values("nginx_http_request_duration_seconds_count") == {"": 115.0}
-    # Prometheus scrapes in OpenMetrics; the exporter's counters keep their exact names.
+    # Prometheus asks for OpenMetrics and gets it; the exporter's counters keep their exact
+    # names there, typed unknown (OpenMetrics has no counter without _total).
     assert prom.values("nginx_connections_accepted")[""] >= 4
+    [accepted] = prom.metadata("nginx_connections_accepted")
+    assert accepted == {"type": "unknown", "help": "Accepted client connections", "unit": ""}
+    assert prom.metadata("nginx_http_requests")[0]["type"] == "counter"
     assert prom.values("nginx_http_requests_total")[""] >= 115
     # const labels from the Downward API's env vars reach every series
     assert {r["metric"]["pod"] for r in prom.query("nginx_up")} == {"web-0"}
