@@ -8,7 +8,7 @@ client addresses and user agents never become labels.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from sidecars.metrics_proxy.exposition import Family, Labels, Sample
 from sidecars.metrics_proxy.histogram import Histogram
@@ -26,6 +26,12 @@ BODY_BYTES = "nginx_http_response_body_bytes_total"
 DURATION = "nginx_http_request_duration_seconds"
 UPSTREAM = "nginx_http_upstream_response_duration_seconds"
 LINES = "metrics_proxy_access_log_lines_total"
+# family -> the nginx variable it is built from
+_NEEDS = {
+    BODY_BYTES: "body_bytes_sent",
+    DURATION: "request_time",
+    UPSTREAM: "upstream_response_time",
+}
 
 
 def status_value(code: int | None, mode: str) -> str:
@@ -45,12 +51,16 @@ class AccessLogMetrics:
         status_label: str = "code",
         duration_buckets: Sequence[float],
         upstream_buckets: Sequence[float],
+        logged: Collection[str] | None = None,
     ) -> None:
+        """``logged``: the variables the log format writes (None: not known, as for JSON
+        lines); families built from a variable it lacks are left out."""
         self.status_label = status_label
         self.responses: Counter[Labels] = Counter()
         self.body_bytes: Counter[Labels] = Counter()
         self.duration = Histogram(tuple(duration_buckets))
         self.upstream = Histogram(tuple(upstream_buckets))
+        self.logged = None if logged is None else frozenset(logged)
         self.unparsed = 0
         self.parsed = 0
         # (raw $status, raw method) -> label set: a busy log repeats a handful of pairs, and
@@ -101,7 +111,7 @@ class AccessLogMetrics:
         lines: Counter[Labels] = Counter(
             {(("result", "counted"),): self.parsed, (("result", "unparsed"),): self.unparsed}
         )
-        return [
+        families = [
             counter(
                 LINES,
                 "Access-log lines read, by result (counted, unparsed: did not match the "
@@ -133,3 +143,7 @@ class AccessLogMetrics:
                 tuple(self.upstream.samples(UPSTREAM)),
             ),
         ]
+        if self.logged is None:
+            return families
+        # A format that does not log a field gets no family that would stay empty forever.
+        return [f for f in families if _NEEDS.get(f.name, "status") in self.logged]

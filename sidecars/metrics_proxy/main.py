@@ -89,6 +89,8 @@ class MetricsProxy:
                 status_label=settings.status_label,
                 duration_buckets=settings.duration_buckets,
                 upstream_buckets=settings.upstream_buckets,
+                # A JSON-lines parser knows its fields only line by line.
+                logged=self.parser.fields or None,
             )
         upstreams = [
             Upstream(

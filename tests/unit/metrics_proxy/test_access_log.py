@@ -108,3 +108,17 @@ def test_cardinality_is_bounded_whatever_the_traffic() -> None:
     series = families(m)["nginx_http_responses_total"].samples
     assert len(series) <= 501  # one method value ("other") x 500 codes + "other"
     assert {dict(s.labels)["method"] for s in series} == {"other"}
+
+
+def test_a_format_without_timings_exposes_no_empty_histograms() -> None:
+    combined = PRESETS["combined"]
+    m = AccessLogMetrics(duration_buckets=(1.0,), upstream_buckets=(1.0,), logged=combined.fields)
+    m.observe(combined.parse(line("GET", 200).rsplit(" ", 2)[0]))
+    assert set(families(m)) == {
+        "metrics_proxy_access_log_lines_total",
+        "nginx_http_responses_total",
+        "nginx_http_response_body_bytes_total",
+    }
+    assert samples(families(m)["nginx_http_responses_total"]) == {
+        ("nginx_http_responses_total", (("status", "200"), ("method", "GET"))): 1.0
+    }
