@@ -15,6 +15,11 @@ What nginx writes, and so what the compiled regex relies on (checked against ngi
 - The log module's own variables ($status, $time_local, $msec, $request_time, ...) are never
   escaped and have fixed shapes; they get exact patterns, which also anchors the generic ones.
 
+A value without such a fixed shape that is followed by ambiguous text (a blank, a bracket)
+takes the shortest length that lets the rest of the line match; on lines longer than
+``LONG_LINE`` it ends at the first occurrence of that text, so a hostile line costs linear
+time, not quadratic.
+
 ``parse()`` returns the values unescaped (``\\xC3\\xA9`` -> ``é``), missing ones as written
 (``-`` or empty); the typed helpers at the bottom turn them into numbers or ``None``.
 """
@@ -145,11 +150,22 @@ def _value_pattern(name: str, following: str, escape: str) -> str:
 
 # --- parsers --------------------------------------------------------------------------------
 
+LONG_LINE = 4096  # characters; see LogFormatParser.parse
+
 
 class LogFormatParser:
     """A compiled ``log_format``: ``parse(line)`` -> {variable: value}, or None if no match."""
 
-    __slots__ = ("_fullmatch", "_names", "_unescape", "escape", "fields", "format", "regex")
+    __slots__ = (
+        "_fullmatch",
+        "_fullmatch_long",
+        "_names",
+        "_unescape",
+        "escape",
+        "fields",
+        "format",
+        "regex",
+    )
 
     def __init__(self, fmt: str, *, escape: str = "default") -> None:
         if escape not in ESCAPES:
@@ -158,10 +174,16 @@ class LogFormatParser:
             raise ValueError("log format: empty format")
         parts = tokenize_format(fmt)
         pieces: list[str] = []
+        # The same, with every ambiguous value ending at the *first* occurrence of the literal
+        # after it (an atomic group): linear time, used for long lines (see parse()).
+        guarded: list[str] = []
         names: list[str] = []
+        consumed = -1
         for index, part in enumerate(parts):
             if isinstance(part, Literal):
                 pieces.append(re.escape(part.text))
+                if index != consumed:
+                    guarded.append(re.escape(part.text))
                 continue
             following = parts[index + 1] if index + 1 < len(parts) else None
             text_after = following.text if isinstance(following, Literal) else ""
@@ -169,15 +191,22 @@ class LogFormatParser:
                 text_after = "$"  # another variable follows: never "exact"
             value = _value_pattern(part.name, text_after, escape)
             if part.name in names:
-                pieces.append(f"(?:{value})")  # a repeated variable: keep the first value
+                group = f"(?:{value})"  # a repeated variable: keep the first value
             else:
                 names.append(part.name)
-                pieces.append(f"({value})")
+                group = f"({value})"
+            pieces.append(group)
+            if value.endswith("*?") and isinstance(following, Literal):
+                guarded.append(f"(?>{group}{re.escape(following.text)})")
+                consumed = index + 1
+            else:
+                guarded.append(group)
         self.format = fmt
         self.escape = escape
         self.fields: tuple[str, ...] = tuple(names)
         self.regex = re.compile("".join(pieces), re.DOTALL)
         self._fullmatch = self.regex.fullmatch
+        self._fullmatch_long = re.compile("".join(guarded), re.DOTALL).fullmatch
         self._names = self.fields
         self._unescape: Callable[[str], str] | None = {
             "default": unescape_default,
@@ -186,7 +215,10 @@ class LogFormatParser:
         }[escape]
 
     def parse(self, line: str) -> dict[str, str] | None:
-        match = self._fullmatch(line)
+        # Backtracking over several ambiguous values costs O(n^2) or worse on a hostile line;
+        # past LONG_LINE characters each such value ends at the first occurrence of the text
+        # that follows it instead (a value containing that text then does not parse).
+        match = (self._fullmatch if len(line) <= LONG_LINE else self._fullmatch_long)(line)
         if match is None:
             return None
         fields = dict(zip(self._names, match.groups(), strict=True))
@@ -217,7 +249,7 @@ class JsonLineParser(LogFormatParser):
         self.escape = "json"
         self.fields = ()
         self.regex = re.compile(r"\{.*\}", re.DOTALL)
-        self._fullmatch = self.regex.fullmatch
+        self._fullmatch = self._fullmatch_long = self.regex.fullmatch
         self._names = ()
         self._unescape = None
 

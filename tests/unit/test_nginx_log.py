@@ -221,12 +221,35 @@ def test_escape_none_keeps_values_verbatim() -> None:
 
 
 def test_hostile_long_line_fails_without_catastrophic_backtracking() -> None:
-    # Several ambiguous (shortest-match) fields and a line that almost matches, 200 KiB long:
-    # this finishes quickly only because exact fields are possessive.
+    # Several ambiguous (shortest-match) fields and a line that almost matches, 600 KB long:
+    # quadratic backtracking would take minutes; exact fields are possessive and, past
+    # LONG_LINE, ambiguous ones end at the first occurrence of the text after them.
     parser = compile_log_format('$a [$b] "$c" "$d" $status')
-    line = "x [" * 20_000 + '] "' + "y" * 100_000 + '" "z" 20'
+    line = "x [" * 200_000 + '] "' + "y" * 100 + '" "z" 20'
     assert parser.parse(line) is None
-    assert PRESETS["sidecars"].parse('1 - [ "' * 30_000) is None
+    assert PRESETS["sidecars"].parse('1 - [ "' * 100_000) is None
+    assert PRESETS["combined"].parse("1 - a [" * 100_000) is None
+
+
+def test_long_lines_parse_like_short_ones() -> None:
+    parser = compile_log_format('$remote_user [$b] "$c" $status')
+    user, b = "u" * nginx_log.LONG_LINE, "b" * 3000
+    assert parser.parse(f'{user} [{b}] "c" 200') == {
+        "remote_user": user,
+        "b": b,
+        "c": "c",
+        "status": "200",
+    }
+    # The one difference: an ambiguous value holding the text after it ("a [b" before " [")
+    # is found by backtracking on a short line, not on a long one.
+    typed = compile_log_format('$remote_user [$time_local] "$request"')
+    time_local = "24/Nov/2026:05:52:04 +0000"
+    assert typed.parse(f'a [b [{time_local}] "GET /"') == {
+        "remote_user": "a [b",
+        "time_local": time_local,
+        "request": "GET /",
+    }
+    assert typed.parse(f'a [b [{time_local}] "GET /{user}"') is None
 
 
 # --- property: whatever nginx writes parses back to the values ----------------------------------
