@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sidecars.config_fetcher import bundle as bundles
 from sidecars.config_fetcher.envsubst import substitute
@@ -23,16 +24,21 @@ from sidecars.config_fetcher.metrics import FetcherMetrics
 from sidecars.config_fetcher.publish import Publisher
 from sidecars.config_fetcher.reload import Debouncer, ReloadError, post_webhook, signal_pidfile
 from sidecars.config_fetcher.settings import PART, Settings
-from sidecars.config_fetcher.sources import Fetched, HttpSource, LocalSource, is_url
+from sidecars.config_fetcher.sources import Fetched, LocalSource, is_url
 from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Backoff, Deadline
 from sidecars.runtime.logs import kv
+
+if TYPE_CHECKING:
+    from sidecars.config_fetcher.http_source import HttpSource
 
 log = logging.getLogger("sidecars.config_fetcher")
 
 
 def make_source(s: Settings) -> HttpSource | LocalSource:
     if is_url(s.source):
+        from sidecars.config_fetcher.http_source import HttpSource
+
         ssl_context = ssl.create_default_context(cafile=str(s.ca_file)) if s.ca_file else None
         return HttpSource(
             s.source,

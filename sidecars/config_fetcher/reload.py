@@ -10,8 +10,6 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
-
 from sidecars.runtime.logs import kv
 
 log = logging.getLogger("sidecars.config_fetcher.reload")
@@ -62,6 +60,8 @@ def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
 
 
 async def post_webhook(url: str, timeout_s: float) -> int:
+    import aiohttp  # only webhook users load the HTTP client
+
     try:
         async with (
             aiohttp.ClientSession() as session,

@@ -15,13 +15,14 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from sidecars import __version__
-from sidecars.runtime import logs, server
+from sidecars.runtime import logs
+from sidecars.runtime.health import Health
 from sidecars.runtime.parsers import (
     HostPort,
     parse_hostport,
@@ -29,6 +30,9 @@ from sidecars.runtime.parsers import (
     parse_positive_duration,
 )
 from sidecars.runtime.settings import SettingsError, load, setting
+
+if TYPE_CHECKING:
+    from sidecars.runtime.server import Handler
 
 log = logging.getLogger("sidecars.lifecycle")
 
@@ -61,7 +65,7 @@ class CommonSettings:
 @dataclasses.dataclass
 class Context:
     settings: Any
-    health: server.Health
+    health: Health
     registry: CollectorRegistry
     stop: asyncio.Event
 
@@ -89,7 +93,7 @@ def run(
     environ: Mapping[str, str],
     *,
     stale_after: Callable[[S], float | None] = lambda s: None,
-    metrics: Callable[[Context], server.Handler] | None = None,
+    metrics: Callable[[Context], Handler] | None = None,
     tls: Callable[[S], ssl.SSLContext | None] = lambda s: None,
 ) -> int:
     """``metrics`` builds a part's own /metrics handler (default: the registry's), ``tls`` the
@@ -98,7 +102,7 @@ def run(
         settings = load(settings_cls, part, argv, environ)
         registry = CollectorRegistry(auto_describe=True)
         registry.register(_build_info(part))
-        health = server.Health(stale_after(settings))
+        health = Health(stale_after(settings))
         ctx = Context(settings=settings, health=health, registry=registry, stop=asyncio.Event())
         ssl_context = tls(settings)
         handler = metrics(ctx) if metrics is not None else None
@@ -114,7 +118,7 @@ async def _main(
     part: str,
     ctx: Context,
     body: Callable[[Context], Awaitable[int]],
-    handler: server.Handler | None = None,
+    handler: Handler | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> int:
     settings, health, registry = ctx.settings, ctx.health, ctx.registry
@@ -139,6 +143,8 @@ async def _main(
     runner = None
     if settings.listen is not None:
         try:
+            from sidecars.runtime import server  # only parts that listen load aiohttp.web
+
             app = server.build_app(health, registry, handler)
             runner = await server.start(app, settings.listen, ssl_context)
         except OSError as exc:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sidecars.runtime.server import Health
+from sidecars.runtime.health import Health
 
 
 def test_liveness_is_recent_progress_not_just_alive() -> None:
