@@ -8,22 +8,27 @@ CONTAINERS_CONF / CONTAINERS_STORAGE_CONF, so the tests, the demo and a develope
 never see each other's containers.
 
 What cannot be kept under ``root`` is host state that netavark changes: net.ipv4.ip_forward,
-iptables chains, and a few run directories. ``HostState`` records it before the engine starts and
-close() puts back what this engine changed, unless another engine's network is still live.
+iptables chains, and a few run directories. The first engine to start records that state as it
+was (PRISTINE, shared by every engine of this harness: tests, demo, a second test run); close()
+puts it back once no netavark network is live any more, so whichever engine stops last leaves
+the host as the first one found it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import ipaddress
 import json
 import os
+import random
 import re
 import resource
 import shlex
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +40,24 @@ NETAVARK_CHAIN = re.compile(r"^:(NETAVARK\S*) ")
 # A per-network chain (NETAVARK-<hash>); the shared ones are NETAVARK_FORWARD, -HOSTPORT-*.
 NETWORK_CHAIN = re.compile(r"^NETAVARK-(?!HOSTPORT-|DN-)[0-9A-F]+$")
 TABLES = ("filter", "nat")
+PRISTINE = Path("/run/sidecars-e2e-host-state.json")
+# Subnets taken by this harness's engines. Each engine keeps its own network config, so two
+# engines would both pick podman's first free subnet (no bridge is up until a container runs)
+# and break each other's routing: they pick at random from SUBNET_POOL and register here.
+SUBNETS = Path("/run/sidecars-e2e-subnets")
+SUBNET_POOL = ipaddress.ip_network("10.89.0.0/16")
+PRISTINE_LOCK = Path("/run/sidecars-e2e-host-state.lock")
+
+
+@contextlib.contextmanager
+def _host_lock() -> Iterator[None]:
+    """Engines starting and stopping at once must not both record or both restore."""
+    with PRISTINE_LOCK.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class EngineError(RuntimeError):
@@ -96,6 +119,61 @@ def rules_into(iptables_save: str, chains: Iterable[str]) -> list[list[str]]:
     return out
 
 
+def live_network_chains(nat_save: str, addresses: Iterable[str]) -> set[str]:
+    """Per-network chains whose network still has its bridge up (an address of this host in
+    the network's subnet). A chain without one is a leftover of an engine that was killed
+    before netavark could tear down, and must not keep the host from being restored."""
+    local = [ipaddress.ip_interface(a).ip for a in addresses]
+    live = set()
+    for line in nat_save.splitlines():
+        words = line.split()
+        if words[:2] != ["-A", "POSTROUTING"] or "-s" not in words or "-j" not in words:
+            continue
+        chain = words[words.index("-j") + 1]
+        if not NETWORK_CHAIN.match(chain):
+            continue
+        with contextlib.suppress(ValueError):
+            subnet = ipaddress.ip_network(words[words.index("-s") + 1], strict=False)
+            if any(ip in subnet for ip in local):
+                live.add(chain)
+    return live
+
+
+def pick_subnet(used: Iterable[ipaddress.IPv4Network], rng: random.Random) -> str:
+    """A /24 of SUBNET_POOL overlapping none of ``used``."""
+    taken = list(used)
+    free = [
+        net for net in SUBNET_POOL.subnets(new_prefix=24) if not any(net.overlaps(u) for u in taken)
+    ]
+    if not free:
+        raise RuntimeError(f"no free /24 left in {SUBNET_POOL} for an e2e network")
+    return str(rng.choice(free))
+
+
+def subnets_in(text: str) -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network written as a.b.c.d/n in ``text`` (routes, iptables rules)."""
+    out = []
+    for raw in re.findall(r"\b\d+\.\d+\.\d+\.\d+/\d+\b", text):
+        with contextlib.suppress(ValueError):
+            out.append(ipaddress.ip_network(raw, strict=False))
+    return out
+
+
+def _used_subnets() -> list[ipaddress.IPv4Network]:
+    routes = subprocess.run(
+        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False
+    ).stdout
+    registered = " ".join(p.read_text() for p in SUBNETS.glob("*")) if SUBNETS.is_dir() else ""
+    return subnets_in(routes + _iptables_save("nat") + registered)
+
+
+def _host_addresses() -> list[str]:
+    out = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=False
+    ).stdout
+    return [line.split()[3] for line in out.splitlines() if len(line.split()) > 3]
+
+
 @dataclass
 class HostState:
     """Host state netavark touches, as it was before this engine started."""
@@ -106,11 +184,18 @@ class HostState:
 
     @classmethod
     def capture(cls) -> HostState:
-        return cls(
-            ip_forward=IP_FORWARD.read_text().strip(),
-            chains={table: netavark_chains(_iptables_save(table)) for table in TABLES},
-            absent_dirs=[d for d in HOST_DIRS if not d.exists()],
-        )
+        """The host as the first live engine found it (recorded now if none is live)."""
+        with _host_lock():
+            if PRISTINE.exists():
+                with contextlib.suppress(ValueError, KeyError):
+                    return cls.from_json(json.loads(PRISTINE.read_text()))
+            state = cls(
+                ip_forward=IP_FORWARD.read_text().strip(),
+                chains={table: netavark_chains(_iptables_save(table)) for table in TABLES},
+                absent_dirs=[d for d in HOST_DIRS if not d.exists()],
+            )
+            PRISTINE.write_text(json.dumps(state.to_json()))
+            return state
 
     def to_json(self) -> dict:
         return {
@@ -128,29 +213,28 @@ class HostState:
         )
 
     def restore(self) -> list[str]:
-        """Undo what engines added since capture(); return what was left alone and why."""
-        saves = {table: _iptables_save(table) for table in TABLES}
-        live = {
-            c for save in saves.values() for c in netavark_chains(save) if NETWORK_CHAIN.match(c)
-        }
-        if live:
-            # Another engine (or a user's podman) still has a network up: its forwarding and
-            # port rules need the shared chains and ip_forward.
-            return [f"left netavark's shared chains and ip_forward: networks still live {live}"]
-        for table, save in saves.items():
-            added = netavark_chains(save) - self.chains[table]
-            for rule in rules_into(save, added):
-                _iptables(table, rule)
-            for chain in sorted(added):
-                _iptables(table, ["-F", chain])
-            for chain in sorted(added):
-                _iptables(table, ["-X", chain])
-        if IP_FORWARD.read_text().strip() != self.ip_forward:
-            IP_FORWARD.write_text(self.ip_forward + "\n")
-        for d in self.absent_dirs:
-            if d.exists():
-                shutil.rmtree(d, ignore_errors=True)
-        return []
+        """Put the host back as it was, unless a netavark network is still live (another
+        engine's, or a user's podman): then leave it, and return why."""
+        with _host_lock():
+            saves = {table: _iptables_save(table) for table in TABLES}
+            live = live_network_chains(saves["nat"], _host_addresses())
+            if live:
+                return [f"left netavark's shared chains and ip_forward: networks still live {live}"]
+            for table, save in saves.items():
+                added = netavark_chains(save) - self.chains[table]
+                for rule in rules_into(save, added):
+                    _iptables(table, rule)
+                for chain in sorted(added):
+                    _iptables(table, ["-F", chain])
+                for chain in sorted(added):
+                    _iptables(table, ["-X", chain])
+            if IP_FORWARD.read_text().strip() != self.ip_forward:
+                IP_FORWARD.write_text(self.ip_forward + "\n")
+            for d in self.absent_dirs:
+                if d.exists():
+                    shutil.rmtree(d, ignore_errors=True)
+            PRISTINE.unlink(missing_ok=True)
+            return []
 
 
 def _iptables_save(table: str) -> str:
@@ -199,7 +283,11 @@ class Podman:
         engine.host = HostState.capture()
         engine._save()
         try:
-            engine("network", "create", engine.network)
+            with _host_lock():
+                subnet = pick_subnet(_used_subnets(), random.Random())
+                SUBNETS.mkdir(exist_ok=True)
+                (SUBNETS / engine.network).write_text(subnet)
+            engine("network", "create", "--subnet", subnet, engine.network)
         except BaseException:
             engine.close()
             raise
@@ -280,6 +368,7 @@ class Podman:
             self("network", "rm", "--force", self.network, check=False)
             # Unmounts the overlay layers and removes graphroot/runroot.
             self("system", "reset", "--force", check=False, timeout=300)
+        (SUBNETS / self.network).unlink(missing_ok=True)
         if self.host is not None:
             with contextlib.suppress(Exception):
                 notes += self.host.restore()

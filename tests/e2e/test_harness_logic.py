@@ -3,13 +3,23 @@ image, the images a manifest names, engine configs, and the netavark state teard
 
 from __future__ import annotations
 
+import ipaddress
+import random
 from pathlib import Path
 
 import pytest
 
 from k8s import variants
 from tests.e2e import images
-from tests.e2e.engine import NETWORK_CHAIN, containers_conf, netavark_chains, rules_into
+from tests.e2e.engine import (
+    NETWORK_CHAIN,
+    containers_conf,
+    live_network_chains,
+    netavark_chains,
+    pick_subnet,
+    rules_into,
+    subnets_in,
+)
 
 DEB822 = """\
 Types: deb
@@ -164,3 +174,25 @@ def test_netavark_chains_and_the_rules_into_them():
     ]
     # Quoted comments stay one argument.
     assert "dnat x y" in rules[1]
+
+
+def test_a_network_chain_is_live_only_while_its_bridge_has_an_address():
+    assert live_network_chains(SAVE, ["127.0.0.1/8", "10.89.0.1/24"]) == {"NETAVARK-1D8721804F16F"}
+    # The bridge is gone (engine killed before netavark's teardown): a leftover, not live.
+    assert live_network_chains(SAVE, ["127.0.0.1/8", "192.0.2.2/24"]) == set()
+
+
+def test_subnets_in_routes_and_rules():
+    text = "10.89.7.0/24 dev podman3 proto kernel\n-A POSTROUTING -s 10.89.0.0/24 -j X\n"
+    assert subnets_in(text) == [
+        ipaddress.ip_network("10.89.7.0/24"),
+        ipaddress.ip_network("10.89.0.0/24"),
+    ]
+
+
+def test_pick_subnet_avoids_used_ones():
+    used = [ipaddress.ip_network(f"10.89.{i}.0/24") for i in range(256) if i != 42]
+    assert pick_subnet(used, random.Random(1)) == "10.89.42.0/24"
+    # A route covering the whole pool leaves nothing: said plainly.
+    with pytest.raises(RuntimeError, match="no free /24"):
+        pick_subnet([ipaddress.ip_network("10.0.0.0/8")], random.Random(1))
