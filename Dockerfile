@@ -56,6 +56,8 @@ RUN --mount=type=secret,id=ca-bundle \
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
+# The official Python image ships pip in its system Python: a final image needs no installer.
+RUN python3 -m pip uninstall --yes pip >/dev/null 2>&1 || true
 COPY --from=builder /opt/sidecars /opt/sidecars
 # No .pyc writes (read-only root filesystem), unbuffered JSON log lines.
 ENV PATH=/opt/sidecars/bin:${PATH} \
