@@ -38,13 +38,17 @@ markers =
 """
 
 
-def run_suite(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
+def run_suite(
+    tmp_path: Path, ci: str | None, strict: str | None = None
+) -> subprocess.CompletedProcess[str]:
     shutil.copy(CONFTEST, tmp_path / "conftest.py")
     (tmp_path / "test_suite.py").write_text(SUITE)
     (tmp_path / "pytest.ini").write_text(INI)
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "SIDECARS_STRICT_MARKERS")}
     if ci is not None:
         env["CI"] = ci
+    if strict is not None:
+        env["SIDECARS_STRICT_MARKERS"] = strict
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-rs", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
@@ -70,3 +74,12 @@ def test_under_ci_a_skipped_pod_test_fails_the_session(tmp_path: Path, ci: str):
         proc.stdout
     )
     assert "1 passed, 1 skipped, 1 error" in proc.stdout  # kind still skips
+
+
+def test_a_kind_ci_job_can_make_the_kind_level_strict(tmp_path: Path):
+    proc = run_suite(tmp_path, "true", strict="e2e_kind")
+    assert proc.returncode == 1, proc.stdout
+    assert "CI=true: an e2e_kind test may not skip, but it did: kind is not installed" in (
+        proc.stdout
+    )
+    assert "1 failed, 1 passed, 1 error" in proc.stdout
