@@ -120,11 +120,46 @@ def test_app_pod_shape():
         "/run/nginx",
         "/var/cache/nginx",
     }
-    assert {v["name"] for v in spec["volumes"]} == {"site", "logs", "run", "cache"}
+    assert {v["name"] for v in spec["volumes"]} == {
+        "site",
+        "logs",
+        "run",
+        "cache",
+        "log-shipper-state",
+    }
     for container in (init, sidecar):
         env = {e["name"]: e for e in container["env"]}
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def test_log_shipper_sidecar():
+    (pod,) = pods_of(variants.load(APP))
+    spec = pod["spec"]
+    (shipper,) = (c for c in spec["initContainers"] if c["name"] == "log-shipper")
+    assert _is_native_sidecar(shipper)
+    assert shipper["image"].startswith("localhost/sidecars/log-shipper:")
+    env = {e["name"]: e for e in shipper["env"]}
+    assert env["LOG_SHIPPER_FORMAT"]["value"] == "sidecars"
+    assert env["LOG_SHIPPER_SINK"]["value"] == "stdout"  # kubectl logs shows the access log
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert shipper["ports"] == [{"name": "shipper-http", "containerPort": 9102}]
+    assert shipper["startupProbe"]["httpGet"]["path"] == "/readyz"
+    # A sink outage (/readyz 503) must not make the Pod unready: readiness is /healthz.
+    assert shipper["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert shipper["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    mounts = {m["name"]: m for m in shipper["volumeMounts"]}
+    assert mounts["logs"] == {"name": "logs", "mountPath": "/var/log/nginx", "readOnly": True}
+    # The state file lives on a writable volume of its own, which outlives container restarts.
+    state = mounts["log-shipper-state"]
+    assert not state.get("readOnly")
+    assert Path(env["LOG_SHIPPER_STATE_FILE"]["value"]).parent == Path(state["mountPath"])
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["log-shipper-state"]
+    # Every path the shipper reads is on the logs volume.
+    paths = env["LOG_SHIPPER_PATHS"]["value"].split(",")
+    assert paths and all(Path(p).parent == Path("/var/log/nginx") for p in paths)
 
 
 @pytest.mark.parametrize("path", [APP, ORIGIN])
@@ -188,6 +223,7 @@ def test_podman_variant():
         "other-logs",
         "other-run",
         "other-cache",
+        "other-log-shipper-state",
     }
     assert {m["name"] for m in nginx["volumeMounts"]} == {
         "other-site",
