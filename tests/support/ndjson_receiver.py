@@ -131,23 +131,27 @@ def build_app(data: Path) -> web.Application:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--data", type=Path, required=True)
     args = parser.parse_args()
-    web.run_app(build_app(args.data), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(build_app(args.data), host=args.host, port=args.port, print=None)
 
 
 # --- the tests' handle on the process ----------------------------------------------------------
 
 
 class Receiver:
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    """``host``: the address to listen on (e.g. a podman bridge's gateway, for a Pod)."""
+
+    def __init__(self, root: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.root = root
+        self.host = host
         self.port = port or free_port()
         self.proc: Proc | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/ingest"
+        return f"http://{self.host}:{self.port}/ingest"
 
     def start(self) -> Receiver:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -157,11 +161,13 @@ class Receiver:
             "tests.support.ndjson_receiver",
             "--port",
             str(self.port),
+            "--host",
+            self.host,
             "--data",
             str(self.root / "data"),
         ]
         self.proc = Proc(args, self.root / "receiver.out", cwd=Path(__file__).parents[2])
-        wait_until(lambda: port_open(self.port), timeout=15, what="ndjson receiver port")
+        wait_until(lambda: port_open(self.port, self.host), timeout=15, what="ndjson receiver port")
         return self
 
     def stop(self) -> None:
@@ -170,7 +176,7 @@ class Receiver:
             self.proc = None
 
     def _get(self, path: str) -> Any:
-        status, body, _ = http_get(f"http://127.0.0.1:{self.port}{path}", timeout=30)
+        status, body, _ = http_get(f"http://{self.host}:{self.port}{path}", timeout=30)
         assert status == 200, body
         return json.loads(body)
 
@@ -182,7 +188,7 @@ class Receiver:
 
     def control(self, **order: Any) -> None:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/control",
+            f"http://{self.host}:{self.port}/control",
             data=json.dumps(order).encode(),
             headers={"Content-Type": "application/json"},
         )

@@ -1,4 +1,5 @@
-"""A real rsyslogd (Debian's rsyslog + rsyslog-relp) as a plain process on 127.0.0.1.
+"""A real rsyslogd (Debian's rsyslog + rsyslog-relp) as a plain process on 127.0.0.1 (or on
+``address``, e.g. a podman bridge's gateway for senders in a Pod).
 
 Its own config, pid file and work dir under a temp dir; the system's rsyslog service is never
 touched. Every message it receives (plain TCP, TLS, RELP) is written to ``received.log``, one
@@ -49,6 +50,7 @@ class Rsyslog:
     tls_port: int | None = None  # set with tls_files to listen for syslog over TLS
     tls_files: tuple[Path, Path, Path] | None = None  # CA, certificate, key
     max_message: int = 4 * 1024 * 1024
+    address: str = "127.0.0.1"
     proc: Proc | None = None
 
     @property
@@ -76,14 +78,14 @@ class Rsyslog:
             '  property(name="structured-data") constant(value="|")',
             '  property(name="msg") constant(value="\\n")',
             "}",
-            f'input(type="imtcp" address="127.0.0.1" port="{self.tcp_port}")',
-            f'input(type="imrelp" address="127.0.0.1" port="{self.relp_port}"'
+            f'input(type="imtcp" address="{self.address}" port="{self.tcp_port}")',
+            f'input(type="imrelp" address="{self.address}" port="{self.relp_port}"'
             f' maxDataSize="{size}")',
         ]
         if self.tls_port is not None and self.tls_files is not None:
             ca, cert, key = self.tls_files
             lines.append(
-                f'input(type="imtcp" address="127.0.0.1" port="{self.tls_port}"'
+                f'input(type="imtcp" address="{self.address}" port="{self.tls_port}"'
                 ' streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon"'
                 f' streamDriver.CAFile="{ca}" streamDriver.CertFile="{cert}"'
                 f' streamDriver.KeyFile="{key}")'
@@ -104,7 +106,7 @@ class Rsyslog:
         def listening() -> bool:
             if self.proc is not None and self.proc.popen.poll() is not None:
                 raise AssertionError(f"rsyslogd exited: {self.proc.output()}")
-            return all(port_open(p) for p in ports)
+            return all(port_open(p, self.address) for p in ports)
 
         wait_until(listening, timeout=15, what="rsyslogd listening")
         return self
