@@ -13,14 +13,24 @@ import sys
 from pathlib import Path
 
 from sidecars.__main__ import PARTS
+from sidecars.runtime.lifecycle import CommonSettings
 from sidecars.runtime.settings import markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def settings_class(part: str) -> type:
-    package = PARTS[part].rsplit(".", 1)[0]
-    return importlib.import_module(f"{package}.settings").Settings
+    """The part's settings: the CommonSettings subclass its ``settings`` module defines."""
+    module = importlib.import_module(PARTS[part].rsplit(".", 1)[0] + ".settings")
+    (cls,) = (
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, CommonSettings)
+        and obj is not CommonSettings
+        and obj.__module__ == module.__name__
+    )
+    return cls
 
 
 def render(text: str) -> str:
