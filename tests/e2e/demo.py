@@ -59,7 +59,7 @@ def up(port: int) -> int:
     if not port_free(port):
         say(f"demo: port {port} is taken; choose another: {RUN} --port N")
         return 1
-    engine = Podman.start(ROOT)
+    engine = Podman.start(ROOT, outlives_process=True)
     wanted = images.manifest_images(
         doc for manifest in images.MANIFESTS for doc in variants.load(manifest)
     )

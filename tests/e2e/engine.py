@@ -27,8 +27,9 @@ import resource
 import shlex
 import shutil
 import subprocess
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,10 +42,12 @@ NETAVARK_CHAIN = re.compile(r"^:(NETAVARK\S*) ")
 NETWORK_CHAIN = re.compile(r"^NETAVARK-(?!HOSTPORT-|DN-)[0-9A-F]+$")
 TABLES = ("filter", "nat")
 PRISTINE = Path("/run/sidecars-e2e-host-state.json")
-# Subnets taken by this harness's engines. Each engine keeps its own network config, so two
-# engines would both pick podman's first free subnet (no bridge is up until a container runs)
-# and break each other's routing: they pick at random from SUBNET_POOL and register here.
-SUBNETS = Path("/run/sidecars-e2e-subnets")
+# This harness's engines, one file each: {root, subnet, pid}. Each engine keeps its own network
+# config, so two engines would both pick podman's first free subnet (no bridge is up until a
+# container runs) and break each other's routing: they pick at random from SUBNET_POOL and
+# register it here. The pid (None for the demo, which outlives its process) lets a later engine
+# tear down one whose process was killed before its own teardown could run.
+ENGINES = Path("/run/sidecars-e2e-engines")
 SUBNET_POOL = ipaddress.ip_network("10.89.0.0/16")
 PRISTINE_LOCK = Path("/run/sidecars-e2e-host-state.lock")
 
@@ -163,8 +166,41 @@ def _used_subnets() -> list[ipaddress.IPv4Network]:
     routes = subprocess.run(
         ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False
     ).stdout
-    registered = " ".join(p.read_text() for p in SUBNETS.glob("*")) if SUBNETS.is_dir() else ""
+    registered = " ".join(p.read_text() for p in ENGINES.glob("*.json")) if ENGINES.is_dir() else ""
     return subnets_in(routes + _iptables_save("nat") + registered)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphans(entries: Iterable[dict], alive: Callable[[int], bool] = _alive) -> list[dict]:
+    """Registered engines whose owning process is gone (the demo's, with no pid, never are)."""
+    return [e for e in entries if e.get("pid") is not None and not alive(e["pid"])]
+
+
+def sweep_orphans() -> list[str]:
+    """Tear down engines whose test process was killed (a timeout, a stopped session)."""
+    with _host_lock():
+        entries = []
+        for path in ENGINES.glob("*.json") if ENGINES.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                entries.append({**json.loads(path.read_text()), "file": str(path)})
+        dead = orphans(entries)
+    notes = []
+    for entry in dead:
+        root = Path(entry["root"])
+        if (root / "engine.json").exists():
+            Podman.attach(root).close()
+            notes.append(f"tore down the engine of dead process {entry['pid']} at {root}")
+        Path(entry["file"]).unlink(missing_ok=True)
+    return notes
 
 
 def _host_addresses() -> list[str]:
@@ -272,8 +308,12 @@ class Podman:
         return env
 
     @classmethod
-    def start(cls, root: Path) -> Podman:
-        """Write the configs, record host state, create the network. close() undoes it all."""
+    def start(cls, root: Path, *, outlives_process: bool = False) -> Podman:
+        """Write the configs, record host state, create the network. close() undoes it all.
+
+        An engine whose process dies without close() is torn down by the next engine's start,
+        unless it was meant to outlive its process (the demo, closed by `--down`)."""
+        sweep_orphans()
         engine = cls(root=root)
         for sub in ("run", "storage", "tmp", "networks", "manifests"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -285,8 +325,10 @@ class Podman:
         try:
             with _host_lock():
                 subnet = pick_subnet(_used_subnets(), random.Random())
-                SUBNETS.mkdir(exist_ok=True)
-                (SUBNETS / engine.network).write_text(subnet)
+                ENGINES.mkdir(exist_ok=True)
+                pid = None if outlives_process else os.getpid()
+                entry = {"root": str(root), "subnet": subnet, "pid": pid}
+                (ENGINES / f"{engine.network}.json").write_text(json.dumps(entry))
             engine("network", "create", "--subnet", subnet, engine.network)
         except BaseException:
             engine.close()
@@ -360,21 +402,42 @@ class Podman:
     def close(self) -> list[str]:
         """Remove pods, volumes, network and storage; restore host state. Never raises."""
         notes: list[str] = []
-        for path in list(reversed(self.played)):
-            self.down(path.stem)
+        with contextlib.suppress(Exception):
+            for path in list(reversed(self.played)):
+                self.down(path.stem)
         with contextlib.suppress(Exception):
             self("pod", "rm", "--all", "--force", "--time", "5", check=False, timeout=120)
             self("volume", "rm", "--all", "--force", check=False)
             self("network", "rm", "--force", self.network, check=False)
             # Unmounts the overlay layers and removes graphroot/runroot.
             self("system", "reset", "--force", check=False, timeout=300)
-        (SUBNETS / self.network).unlink(missing_ok=True)
+        # conmon runs `podman container cleanup` after each container exits; let those finish
+        # before the directory they work in goes (they would recreate parts of it).
+        _wait_for_no_process_using(self.root, timeout=30)
+        (ENGINES / f"{self.network}.json").unlink(missing_ok=True)
         if self.host is not None:
             with contextlib.suppress(Exception):
                 notes += self.host.restore()
         _unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         return notes
+
+
+def _wait_for_no_process_using(root: Path, timeout: float) -> None:
+    """Until no other process names ``root`` on its command line (or the deadline passes)."""
+    needle, me = str(root).encode(), os.getpid()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        users = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == me:
+                continue
+            with contextlib.suppress(OSError):
+                if needle in (proc / "cmdline").read_bytes():
+                    users.append(proc.name)
+        if not users:
+            return
+        time.sleep(0.1)
 
 
 def _unmount_below(root: Path) -> None:

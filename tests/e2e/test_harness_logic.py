@@ -16,6 +16,7 @@ from tests.e2e.engine import (
     containers_conf,
     live_network_chains,
     netavark_chains,
+    orphans,
     pick_subnet,
     rules_into,
     subnets_in,
@@ -196,3 +197,8 @@ def test_pick_subnet_avoids_used_ones():
     # A route covering the whole pool leaves nothing: said plainly.
     with pytest.raises(RuntimeError, match="no free /24"):
         pick_subnet([ipaddress.ip_network("10.0.0.0/8")], random.Random(1))
+
+
+def test_orphans_are_engines_of_dead_processes_but_never_the_demo():
+    entries = [{"pid": 10}, {"pid": 11}, {"pid": None}]
+    assert orphans(entries, alive=lambda pid: pid == 11) == [{"pid": 10}]
