@@ -407,6 +407,8 @@ def main() -> int:
         args.follower_command = follower_command
         access = access_log_bench(site_port, follower, proxy, args.log_duration, args.rate)
 
+    load = "/".join(f"{v:.2f}" for v in os.getloadavg())
+    header.append(f"Load average at the end: {load} (the numbers below are only as quiet as that)")
     lines = render(args, header, proxy, exporter, memory, access)
     print("\n".join(lines))
     if not args.no_write:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -132,36 +133,54 @@ def test_slow_body_past_the_timeout(
         stop.set()
 
 
-def test_a_thousand_concurrent_scrapes_share_fetches(
+def requests_read_by(port: int) -> int:
+    """Established connections to 127.0.0.1:``port`` whose receive queue is empty, from
+    /proc/net/tcp: once a client has sent its whole request, an empty queue on the server's
+    side means the server has read it."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for row in table:
+            fields = row.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if local == f"0100007F:{port:04X}" and state == "01" and queues.endswith(":00000000"):
+                count += 1
+    return count
+
+
+def test_a_thousand_concurrent_scrapes_share_one_fetch(
     proxies: Callable[..., Proxy], fakes: Callable[..., FakeUpstream]
 ) -> None:
     release = threading.Event()
     server = fakes(fake.delayed(fake.STUB_STATUS, release))
     proxy = proxies("--stub-status-url", server.url("/stub_status")).wait_ready()
-
-    async def scrape_all(n: int) -> list[tuple[int, bytes]]:
-        connector = aiohttp.TCPConnector(limit=n)
-        timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-            async def one() -> tuple[int, bytes]:
-                async with session.get(proxy.url + "/metrics") as response:
-                    return response.status, await response.read()
-
-            tasks = [asyncio.ensure_future(one()) for _ in range(n)]
-            # All 1000 are waiting on the one held fetch; then nginx "answers".
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: wait_until(lambda: server.requests >= 1, what="first fetch")
-            )
-            release.set()
-            return await asyncio.gather(*tasks)
-
-    results = asyncio.run(scrape_all(1000))
-    assert [status for status, _ in results] == [200] * 1000
-    assert all(b"\nnginx_up 1\n" in body for _, body in results)
-    # Scrapes that arrived while the fetch was held shared it; a few late ones may start
-    # another round. A thousand fetches would mean no sharing at all.
-    assert server.requests <= 10, server.requests
+    request = f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\nConnection: close\r\n\r\n"
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            client = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+            clients.append(client)
+            client.sendall(request.encode())
+        # Every request is read by the proxy while the one stub_status fetch is held back.
+        wait_until(
+            lambda: requests_read_by(proxy.port) >= 1000 and server.requests >= 1,
+            timeout=30,
+            what="1000 requests read by the proxy",
+        )
+        release.set()
+        answers = []
+        for client in clients:
+            chunks = []
+            while chunk := client.recv(65536):
+                chunks.append(chunk)
+            answers.append(b"".join(chunks))
+    finally:
+        release.set()
+        for client in clients:
+            client.close()
+    assert sum(answer.startswith(b"HTTP/1.1 200 OK\r\n") for answer in answers) == 1000
+    assert all(b"\nnginx_up 1\n" in answer for answer in answers)
+    assert server.requests == 1  # a thousand scrapes, one request to "nginx"
 
 
 def test_a_thousand_concurrent_scrapes_of_real_nginx(
