@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 from bench.config_fetcher import content, report
@@ -72,11 +73,7 @@ def machine_facts() -> list[str]:
             cpu = line.split(":", 1)[1].strip()
             break
     nginx = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
-    versions = []
-    for dist in ("aiohttp", "watchfiles", "prometheus-client"):
-        from importlib.metadata import version
-
-        versions.append(f"{dist} {version(dist)}")
+    versions = [f"{d} {version(d)}" for d in ("aiohttp", "watchfiles", "prometheus-client")]
     return [
         f"Machine: nproc {os.cpu_count()}, CPU {cpu}, Linux {platform.release()}",
         f"Python {python_version(sys.executable)}, {nginx.replace('nginx version: ', '')}, "
@@ -97,16 +94,16 @@ def init_commands(
         if name.startswith("html/assets/")
     }
 
-    def verify_bundle(root: Path) -> None:
-        def check(dest: Path) -> None:
-            for name, data in assets.items():
-                if (dest / root / name).read_bytes() != data:
-                    raise BenchError(f"{dest / root / name} differs from the bundle")
-            conf = (dest / root / content.SITE_CONF).read_text()
-            if "${" in conf or "listen 8080;" not in conf:
-                raise BenchError(f"{dest / root / content.SITE_CONF} was not substituted")
+    def check_assets(root: Path) -> None:
+        for name, data in assets.items():
+            if (root / name).read_bytes() != data:
+                raise BenchError(f"{root / name} differs from the bundle")
 
-        return check
+    def verify_bundle(dest: Path) -> None:
+        check_assets(dest)
+        conf = (dest / content.SITE_CONF).read_text()
+        if "${" in conf or "listen 8080;" not in conf:
+            raise BenchError(f"{dest / content.SITE_CONF} was not substituted")
 
     def verify_single(dest: Path) -> None:
         if (dest / "redirects.map").read_bytes() != single:
@@ -134,7 +131,7 @@ def init_commands(
         Command(
             fetch_bundle,
             lambda d: [*once, "--source", bundle_url, "--dest", str(d)],
-            verify_bundle(Path(".")),
+            verify_bundle,
             env,
         ),
         Command(
@@ -146,7 +143,7 @@ def init_commands(
         Command(
             "peer: sh curl -o + tar -x + mv, bundle (no checks, no fsync, no env-subst)",
             lambda d: ["sh", "-c", sh_bundle, "sh", str(d), bundle_url],
-            lambda d: _peer_check(d / "site", assets),
+            lambda d: check_assets(d / "site"),
         ),
         Command(
             "peer: sh curl -o + mv, single file (no checks, no fsync)",
@@ -155,12 +152,6 @@ def init_commands(
         ),
     ]
     return commands, {fetch_bundle, fetch_single}
-
-
-def _peer_check(root: Path, assets: dict[str, bytes]) -> None:
-    for name, data in assets.items():
-        if (root / name).read_bytes() != data:
-            raise BenchError(f"{root / name} differs from the bundle")
 
 
 def run_init(work: Path, fetcher: list[str], runs: int, rss_runs: int) -> report.InitSection:

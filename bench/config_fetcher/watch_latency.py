@@ -98,8 +98,9 @@ def replace_with_new_etag(
 ) -> tuple[tuple[int, int], bool]:
     """Atomically replace ``path`` at the origin. nginx's ETag for a static file is its mtime in
     whole seconds plus its size, so two versions written within one second with equal sizes get
-    the same ETag and the fetcher's If-None-Match is answered 304: the second version would never
-    be fetched. When that would happen, wait for the next second (and count it)."""
+    the same ETag and the fetcher's If-None-Match is answered 304: the second version would not
+    be fetched until the file changes again. When that would happen, wait for the next second
+    (and count it), so that the latency measured is the fetcher's, not this collision's."""
     tmp = path.with_name(f".{path.name}.tmp")
     waited = False
     while True:
