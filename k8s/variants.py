@@ -31,7 +31,7 @@ Doc = dict[str, Any]
 
 CLASSIC_HEADER = """\
 # GENERATED from k8s/pod.yaml for clusters older than Kubernetes 1.29 (no native sidecars):
-# the config-fetcher sidecar runs as a regular container. Do not edit; regenerate with
+# its native sidecars run as regular containers. Do not edit; regenerate with
 #   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
 """
 
