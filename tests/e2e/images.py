@@ -1,8 +1,10 @@
 """The project's images, built from its Dockerfile with no registry in reach.
 
 1. A Debian base image made by mmdebstrap from the host's own apt sources (same release as the
-   host), imported into podman. It has python3 + venv; the nginx targets apt-install
-   nginx-light on top of it, exactly as the Dockerfile does for any plain Debian base.
+   host), imported into podman. The tarball is kept for the rest of the day in BASE_CACHE
+   (/var/cache/sidecars-e2e, one file) so repeated runs skip the 30-80 s of mmdebstrap. It has
+   python3 + venv; the nginx targets apt-install nginx-light on top of it, exactly as the
+   Dockerfile does for any plain Debian base.
 2. The Python dependencies: wheels built on the host with the host's own pip configuration
    (index, CA bundle, local wheel dirs), handed to the build as the `wheels` build context, so
    pip inside the build runs with --no-index. When the host's Python differs from the base's
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -31,6 +34,8 @@ BASE_IMAGE = "localhost/sidecars-base"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 IMAGE_REF = re.compile(r"^localhost/sidecars/(?P<target>[a-z0-9-]+):(?P<tag>[\w.-]+)$")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# Today's base tarball, reused by later runs of the day (mmdebstrap takes 30-80 s here).
+BASE_CACHE = Path(os.environ.get("SIDECARS_E2E_CACHE", "/var/cache/sidecars-e2e"))
 # What goes into the build context copy the host builds its wheels from.
 PACKAGE_FILES = ("pyproject.toml", "README.md", "sidecars")
 
@@ -171,36 +176,59 @@ class Built:
     pip_args: list[str] = field(default_factory=list)  # how pip gets its packages in a build
 
 
-def make_base(podman: Podman, workdir: Path) -> None:
+def base_cache_name(codename: str, sources: str, packages: Iterable[str], day: str) -> str:
+    """The cached base tarball's name: a new one each day and whenever its inputs change."""
+    key = hashlib.sha256("\n".join([codename, sources, *packages]).encode()).hexdigest()[:16]
+    return f"base-{codename}-{key}-{day}.tar"
+
+
+def make_base(podman: Podman, workdir: Path) -> str:
+    """mmdebstrap the base (or reuse today's tarball from BASE_CACHE), import it into podman.
+    Returns where the tarball came from."""
     codename = host_codename()
-    sources = workdir / "base.sources"
-    sources.write_text(sources_for(host_apt_sources(), codename))
-    tarball = workdir / "base.tar"
-    proc = subprocess.run(
-        [
-            "mmdebstrap",
-            "--variant=apt",
-            "--include=" + ",".join(BASE_PACKAGES),
-            codename,
-            str(tarball),
-            str(sources),
-        ],
-        capture_output=True,
-        text=True,
-        env=podman.env,
-        check=False,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"mmdebstrap exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    sources_text = sources_for(host_apt_sources(), codename)
+    name = base_cache_name(codename, sources_text, BASE_PACKAGES, time.strftime("%Y-%m-%d"))
+    cached = BASE_CACHE / name
+    origin = "cached"
+    if not cached.exists():
+        origin = "mmdebstrap"
+        sources = workdir / "base.sources"
+        sources.write_text(sources_text)
+        tarball = workdir / "base.tar"
+        proc = subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=apt",
+                "--include=" + ",".join(BASE_PACKAGES),
+                codename,
+                str(tarball),
+                str(sources),
+            ],
+            capture_output=True,
+            text=True,
+            env=podman.env,
+            check=False,
+            timeout=900,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"mmdebstrap exited {proc.returncode}: {proc.stderr.strip()[-2000:]}"
+            )
+        # Keep only the newest tarball; renamed into place so a reader never sees half of one.
+        BASE_CACHE.mkdir(parents=True, exist_ok=True)
+        for old in BASE_CACHE.glob("base-*.tar"):
+            old.unlink(missing_ok=True)
+        partial = BASE_CACHE / f".{name}.{os.getpid()}"
+        shutil.move(tarball, partial)
+        partial.rename(cached)
     podman(
         "import",
         "--change",
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        str(tarball),
+        str(cached),
         BASE_IMAGE,
     )
-    tarball.unlink()
+    return origin
 
 
 def image_python(podman: Podman) -> str:
@@ -259,8 +287,8 @@ def make_images(podman: Podman, workdir: Path, images: Iterable[str]) -> Built:
     built = Built(images=targets_of(images))
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    make_base(podman, workdir)
-    built.timings["base image (mmdebstrap + import)"] = time.monotonic() - start
+    origin = make_base(podman, workdir)
+    built.timings[f"base image ({origin} + import)"] = time.monotonic() - start
 
     start = time.monotonic()
     host_python = f"{sys.version_info.major}.{sys.version_info.minor}"

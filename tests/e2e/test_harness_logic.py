@@ -202,3 +202,15 @@ def test_pick_subnet_avoids_used_ones():
 def test_orphans_are_engines_of_dead_processes_but_never_the_demo():
     entries = [{"pid": 10}, {"pid": 11}, {"pid": None}]
     assert orphans(entries, alive=lambda pid: pid == 11) == [{"pid": 10}]
+
+
+def test_base_cache_name_changes_with_its_inputs_and_the_day():
+    name = images.base_cache_name("bookworm", "Types: deb", ["python3"], "2026-11-24")
+    assert name.startswith("base-bookworm-") and name.endswith("-2026-11-24.tar")
+    others = {
+        images.base_cache_name("trixie", "Types: deb", ["python3"], "2026-11-24"),
+        images.base_cache_name("bookworm", "Types: deb\n", ["python3"], "2026-11-24"),
+        images.base_cache_name("bookworm", "Types: deb", ["python3", "nginx"], "2026-11-24"),
+        images.base_cache_name("bookworm", "Types: deb", ["python3"], "2026-11-25"),
+    }
+    assert name not in others and len(others) == 4
