@@ -80,6 +80,19 @@ def archive_files(archive: bytes) -> dict[str, bytes]:
         }
 
 
+def configmap_files(files: dict[str, bytes], size: int) -> dict[str, bytes]:
+    """The same content as a ConfigMap would carry it: flat keys (base names), cut to ``size``
+    bytes in all (a ConfigMap holds at most 1 MiB)."""
+    flat: dict[str, bytes] = {}
+    left = size
+    for name, data in sorted(files.items(), key=lambda item: "assets/" in item[0]):
+        if left <= 0:
+            break
+        flat[name.rsplit("/", 1)[-1]] = data[:left]
+        left -= len(flat[name.rsplit("/", 1)[-1]])
+    return flat
+
+
 def redirect_map(size: int) -> bytes:
     """One large config file of exactly ``size`` bytes: an nginx ``map`` of redirects, the
     kind of single generated file people ship through an init container."""

@@ -130,28 +130,25 @@ _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
 def import_profile(
-    python: str, module: str, runs: int = 5
+    argv: Callable[[Path], list[str]], env: dict[str, str], work: Path, runs: int = 5
 ) -> tuple[float, list[tuple[str, float]]]:
-    """``python -X importtime``: (median total import time of ``module`` in s, median self time
-    per top-level package in s, largest first). Self times add up without double counting."""
+    """Run ``argv`` (a command with ``python -X importtime``) ``runs`` times into fresh
+    destinations: (median total import time in s, median self time per top-level package in
+    s, largest first). Self times add up without double counting, and a whole run also counts
+    what is imported lazily after start-up."""
     totals: list[float] = []
     per_group: dict[str, list[float]] = defaultdict(list)
-    for _ in range(runs):
-        proc = subprocess.run(
-            [python, "-X", "importtime", "-c", f"import {module}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+    for n in range(runs):
+        dest = _fresh(work, "importtime", n)
+        proc = subprocess.run(argv(dest), env=env, capture_output=True, text=True, check=True)
+        shutil.rmtree(dest)
         groups: dict[str, float] = defaultdict(float)
         for line in proc.stderr.splitlines():
             match = _IMPORT_LINE.match(line)
-            if not match:
-                continue
-            self_us, cumulative_us, _, name = match.groups()
-            groups[_group(name)] += int(self_us) / 1e6
-            if name == module:
-                totals.append(int(cumulative_us) / 1e6)
+            if match:
+                self_us, _, _, name = match.groups()
+                groups[_group(name)] += int(self_us) / 1e6
+        totals.append(sum(groups.values()))
         for group, seconds in groups.items():
             per_group[group].append(seconds)
     ranked = sorted(

@@ -36,6 +36,7 @@ from bench.config_fetcher.watch_latency import (
     StartupRace,
     WatchResult,
     http_origin,
+    kubelet_swap,
     local_directory,
     startup_race,
     warm_up,
@@ -86,7 +87,11 @@ def machine_facts() -> list[str]:
 
 
 def init_commands(
-    fetcher: list[str], origin: OriginNginx, bundle: bytes, single: bytes
+    fetcher: list[str],
+    origin: OriginNginx,
+    bundle: bytes,
+    single: bytes,
+    configmap: tuple[Path, dict[str, bytes]],
 ) -> tuple[list[Command], set[str]]:
     py = sys.executable
     env = {**os.environ, **SITE_VARS}
@@ -111,10 +116,20 @@ def init_commands(
         if (dest / "redirects.map").read_bytes() != single:
             raise BenchError(f"{dest / 'redirects.map'} differs from the origin's file")
 
+    cm_source, cm_files = configmap
+
+    def verify_configmap(dest: Path) -> None:
+        for name, data in cm_files.items():
+            if name.startswith("part-") and (dest / name).read_bytes() != data:
+                raise BenchError(f"{dest / name} differs from the ConfigMap")
+        if "${" in (dest / "site.conf").read_text():
+            raise BenchError(f"{dest / 'site.conf'} was not substituted")
+
     once = [*fetcher, "--once", "--listen", "off", "--env-subst"]
     bundle_url, single_url = origin.url("site.tar.gz"), origin.url("redirects.map")
     fetch_bundle = "fetcher --once, 1 MiB bundle (.tar.gz)"
     fetch_single = "fetcher --once, 1 MiB single file"
+    fetch_configmap = "fetcher --once, 1 MiB local directory (ConfigMap layout)"
     sh_bundle = (
         'set -e; curl -fsS -o "$1/.site.tgz" "$2"; mkdir "$1/.new"; '
         'tar -xzf "$1/.site.tgz" -C "$1/.new"; mv "$1/.new" "$1/site"; rm "$1/.site.tgz"'
@@ -143,6 +158,12 @@ def init_commands(
             env,
         ),
         Command(
+            fetch_configmap,
+            lambda d: [*once, "--source", str(cm_source), "--dest", str(d)],
+            verify_configmap,
+            env,
+        ),
+        Command(
             "peer: sh curl -o + tar -x + mv, bundle (no checks, no fsync, no env-subst)",
             lambda d: ["sh", "-c", sh_bundle, "sh", str(d), bundle_url],
             lambda d: check_assets(d / "site"),
@@ -153,7 +174,7 @@ def init_commands(
             verify_single,
         ),
     ]
-    return commands, {fetch_bundle, fetch_single}
+    return commands, {fetch_bundle, fetch_single, fetch_configmap}
 
 
 def run_init(work: Path, fetcher: list[str], runs: int, rss_runs: int) -> report.InitSection:
@@ -161,25 +182,41 @@ def run_init(work: Path, fetcher: list[str], runs: int, rss_runs: int) -> report
     bundle = content.bundle_of_size(site, content.MIB)
     single = content.redirect_map(content.MIB)
     unpacked = content.archive_files(bundle)
+    cm_files = content.configmap_files(unpacked, content.MIB)
+    cm_source = work / "configmap-init"
+    cm_source.mkdir()
+    kubelet_swap(cm_source, cm_files, 0)
     origin = OriginNginx(work / "origin-init")
     try:
         origin.start()
         (origin.docroot / "site.tar.gz").write_bytes(bundle)
         (origin.docroot / "redirects.map").write_bytes(single)
-        commands, fetcher_labels = init_commands(fetcher, origin, bundle, single)
+        commands, fetcher_labels = init_commands(
+            fetcher, origin, bundle, single, (cm_source, cm_files)
+        )
         measure(commands, work / "init", runs, rss_runs)
+        traced = [
+            sys.executable, "-X", "importtime", "-m", "sidecars", "config-fetcher", "--once",
+            "--listen", "off", "--env-subst", "--source", origin.url("site.tar.gz"), "--dest",
+        ]  # fmt: skip
+        total, groups = import_profile(
+            lambda d: [*traced, str(d)], {**os.environ, **SITE_VARS}, work / "importtime"
+        )
     finally:
         origin.stop()
-    total, groups = import_profile(sys.executable, "sidecars.config_fetcher.main")
     payloads = [
         f"bundle: `site.tar.gz`, {len(bundle):,} bytes as fetched, {len(unpacked)} files, "
         f"{sum(map(len, unpacked.values())):,} bytes unpacked (apps/site plus 16 base64 text "
         "assets that gzip cannot shrink much), published with `--env-subst` as the Pod "
         "manifest does",
         f"single file: `redirects.map`, {len(single):,} bytes (an nginx map of redirects)",
+        f"local directory: the bundle's files as a mounted ConfigMap holds them (flat keys, "
+        f"`..data` symlink), cut to {sum(map(len, cm_files.values())):,} bytes in "
+        f"{len(cm_files)} files, the most a ConfigMap can hold",
         "origin: apps/origin/nginx.conf on 127.0.0.1 (tests/support/nginx.py)",
     ]
-    return report.InitSection(commands, fetcher_labels, payloads, total, groups)
+    shown = " ".join(traced[1:]).replace(origin.url(""), "http://127.0.0.1:PORT/") + " DEST"
+    return report.InitSection(commands, fetcher_labels, payloads, f"python {shown}", total, groups)
 
 
 def main(argv: list[str] | None = None) -> int:
