@@ -10,8 +10,11 @@ is re-sent to a sink that had acknowledged it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sidecars.log_shipper.batching import Batcher
@@ -29,6 +32,31 @@ from sidecars.runtime.tail import Chunk, Tailer
 log = logging.getLogger("sidecars.log_shipper")
 
 _IDLE_TICK = 0.25  # how often an idle reader looks at the stop flag
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """A batch on its way to the sink. Once the sink has prepared it (``prepared``), its lines
+    are dropped (``batch`` None): only what the acknowledgement needs is kept."""
+
+    fingerprint: str
+    key: str
+    end: int
+    lines: int
+    nbytes: int
+    anchor_ns: int  # for the checkpoint: the anchor in force at the batch's last line
+    generation: int  # the state generation that holds the batch's boundary
+    batch: Batch | None  # set while unprepared: delivered with sink.send(batch)
+    prepared: Any = None
+
+    @classmethod
+    def of(cls, batch: Batch, generation: int) -> _Outgoing:
+        last = len(batch) - 1
+        anchor = anchor_of(batch.timestamps[last], batch.bounds[last])
+        return cls(
+            batch.fingerprint, batch.key, batch.end, len(batch), batch.nbytes, anchor,
+            generation, batch,
+        )  # fmt: skip
 
 
 class SinkPipeline:
@@ -64,6 +92,8 @@ class SinkPipeline:
         self.up = True
         self.last_error = ""
         self.reading_done = asyncio.Event()
+        self.deduplicates = bool(getattr(sink, "deduplicates", False))
+        self._prepare: Callable[[Batch], Awaitable[Any]] | None = getattr(sink, "prepare", None)
         metrics.register_sink(self.key)
         self._read_lines = metrics.read_lines.labels(self.key)
         self._read_bytes = metrics.read_bytes.labels(self.key)
@@ -119,34 +149,78 @@ class SinkPipeline:
     # --- sending -------------------------------------------------------------------------------
 
     async def send(self, stop: asyncio.Event) -> None:
-        """Deliver queued batches in order until the reader is done and the queue is empty."""
+        """Deliver queued batches in order until the reader is done and the queue is empty.
+
+        Depth 2: while one batch is being delivered, the next is taken from the queue and
+        prepared (encoded, compressed on a worker thread), so the sink's round trip overlaps
+        with the CPU work. Deliveries, and so acknowledgements and checkpoints, stay in order.
+        """
+        ahead: asyncio.Future[_Outgoing | None] = asyncio.ensure_future(self._next_prepared())
+        try:
+            while True:
+                outgoing = await ahead
+                if outgoing is None:
+                    return
+                ahead = asyncio.ensure_future(self._next_prepared())
+                await self._deliver(outgoing)
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ahead
+
+    async def _next(self) -> tuple[Batch, int] | None:
+        """The next queued batch; None once reading is done and the queue is empty."""
         while not (self.reading_done.is_set() and len(self.queue) == 0):
             get = asyncio.ensure_future(self.queue.get())
             done_reading = asyncio.ensure_future(self.reading_done.wait())
-            await asyncio.wait({get, done_reading}, return_when=asyncio.FIRST_COMPLETED)
-            done_reading.cancel()
-            if not get.done():
-                get.cancel()
-                continue
-            batch, generation = get.result()
-            await self.checkpointer.until_durable(generation)
-            await self._deliver(batch)
+            try:
+                await asyncio.wait({get, done_reading}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                done_reading.cancel()
+                if not get.done():
+                    get.cancel()
+            if get.done() and not get.cancelled():
+                return get.result()
+        return None
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _next_prepared(self) -> _Outgoing | None:
+        item = await self._next()
+        if item is None:
+            return None
+        batch, generation = item
+        outgoing = _Outgoing.of(batch, generation)
+        if self._prepare is not None:
+            try:
+                outgoing.prepared = await self._prepare(batch)
+            except Exception:  # a sink bug: _deliver's send() retries it, loudly
+                log.exception("sink failed to prepare a batch", extra=kv(sink=self.key))
+            else:
+                outgoing.batch = None  # the prepared form is all deliver() needs: free the lines
+        return outgoing
+
+    async def _deliver(self, outgoing: _Outgoing) -> None:
+        # The batch's boundary must be durable before its first send (stable idempotency keys).
+        await self.checkpointer.until_durable(outgoing.generation)
         key = self.key
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                await self.sink.send(batch)
+                if outgoing.batch is not None:
+                    await self.sink.send(outgoing.batch)
+                else:
+                    await self.sink.deliver(outgoing.prepared)  # type: ignore[attr-defined]
             except SinkError as exc:
                 self.metrics.send_duration.labels(key).observe(time.monotonic() - started)
                 if not exc.retryable:
                     self._mark_up()
-                    self.metrics.dropped_lines.labels(key, exc.reason).inc(len(batch))
+                    self.metrics.dropped_lines.labels(key, exc.reason).inc(outgoing.lines)
                     log.warning(
                         "batch rejected by the sink; dropped",
-                        extra=kv(sink=key, reason=str(exc), lines=len(batch), batch=batch.key),
+                        extra=kv(
+                            sink=key, reason=str(exc), lines=outgoing.lines, batch=outgoing.key
+                        ),
                     )
                     break
                 delay = self._retry(exc.reason, str(exc), attempt, exc.retry_after)
@@ -156,16 +230,18 @@ class SinkPipeline:
             else:
                 self.metrics.send_duration.labels(key).observe(time.monotonic() - started)
                 self._mark_up()
-                self.metrics.shipped_lines.labels(key).inc(len(batch))
-                self.metrics.shipped_bytes.labels(key).inc(batch.nbytes)
+                self.metrics.shipped_lines.labels(key).inc(outgoing.lines)
+                self.metrics.shipped_bytes.labels(key).inc(outgoing.nbytes)
                 self.metrics.shipped_batches.labels(key).inc()
                 self.metrics.last_success.labels(key).set(time.time())
                 break
             attempt += 1
             await asyncio.sleep(delay)
-        last = len(batch) - 1
-        anchor = anchor_of(batch.timestamps[last], batch.bounds[last])
-        self.checkpointer.done(batch.fingerprint, key, batch.end, anchor)
+        self.checkpointer.done(outgoing.fingerprint, key, outgoing.end, outgoing.anchor_ns)
+        if not self.deduplicates:
+            # The destination cannot absorb a repeat: record this acknowledgement before the
+            # next batch goes out, so a crash repeats at most the batch then in flight.
+            await self.checkpointer.until_durable(self.checkpointer.generation)
 
     def _retry(self, reason: str, detail: str, attempt: int, retry_after: float | None) -> float:
         delay = self.backoff.delay(attempt)

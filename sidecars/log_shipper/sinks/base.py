@@ -4,6 +4,12 @@ A sink receives batches of records (a ``Batch``: a Sequence[Record] of consecuti
 file) and returns only once the destination has acknowledged them; a sink's offsets are
 checkpointed only after it has returned. Failures are classified so
 the pipeline knows whether to retry (connection errors, 429, 5xx) or drop with a reason.
+
+A sink may split ``send`` in two (``PreparingSink``): ``prepare`` does the CPU work (encoding,
+compression) and returns everything ``deliver`` needs to do the I/O. The pipeline then prepares
+the next batch while the current one is being delivered (deliveries and their checkpoints stay
+strictly in order), and lets go of a batch's lines once it is prepared, so memory holds the
+compact wire form of the batches in flight rather than their lines.
 """
 
 from __future__ import annotations
@@ -111,6 +117,12 @@ class SinkError(Exception):
 
 class Sink(Protocol):
     name: str  # e.g. "loki", "http", "syslog", "relp", "stdout"; used as a metric label
+    # True when the destination absorbs a batch sent again after a crash (Loki's identical
+    # entries, an HTTP receiver honouring Idempotency-Key): acknowledgements are then written
+    # to the state file every --checkpoint-interval. For any other sink (False, or missing)
+    # each acknowledgement is made durable before the next batch is sent, so a crash repeats
+    # at most the batch in flight.
+    deduplicates: bool
 
     async def start(self) -> None: ...
 
@@ -119,3 +131,17 @@ class Sink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class PreparingSink(Sink, Protocol):
+    """A sink whose ``send(batch)`` is ``deliver(await prepare(batch))``."""
+
+    async def prepare(self, batch: Batch) -> Any:
+        """Encode ``batch`` for the wire: no I/O, may run ahead of earlier deliveries; the
+        result must hold all that ``deliver`` needs (the batch itself is released)."""
+        ...
+
+    async def deliver(self, prepared: Any) -> None:
+        """Deliver a prepared batch (again after a failed attempt); return when acknowledged,
+        raise SinkError otherwise."""
+        ...

@@ -12,14 +12,15 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from sidecars.log_shipper.encode import ndjson
+from sidecars.log_shipper.encode import ndjson_pieces
 from sidecars.log_shipper.sinks.base import Batch, Record
-from sidecars.log_shipper.sinks.httpcommon import encode_body, post
+from sidecars.log_shipper.sinks.httpcommon import Body, encode_pieces, post
 from sidecars.log_shipper.sinks.options import SinkOptions
 
 
 class HttpSink:
     name = "http"
+    deduplicates = True  # by Idempotency-Key, at a receiver that honours it
 
     def __init__(self, url: str, options: SinkOptions) -> None:
         self.url = url
@@ -32,13 +33,19 @@ class HttpSink:
             headers={"User-Agent": self.options.user_agent, **self.options.http_headers},
         )
 
-    async def send(self, batch: Sequence[Record]) -> None:
-        assert self._session is not None, "start() first"
-        assert isinstance(batch, Batch)
-        body, headers = await encode_body(ndjson(batch), self.options.gzip_level)
+    async def prepare(self, batch: Batch) -> Body:
+        body, headers = await encode_pieces(ndjson_pieces(batch), self.options.gzip_level)
         headers["Content-Type"] = "application/x-ndjson"
         headers["Idempotency-Key"] = batch.key
-        await post(self._session, self.url, body, headers)
+        return body, headers
+
+    async def deliver(self, prepared: Body) -> None:
+        assert self._session is not None, "start() first"
+        await post(self._session, self.url, *prepared)
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        assert isinstance(batch, Batch)
+        await self.deliver(await self.prepare(batch))
 
     async def close(self) -> None:
         if self._session is not None:

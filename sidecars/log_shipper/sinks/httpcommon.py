@@ -6,6 +6,7 @@ import asyncio
 import email.utils
 import time
 import zlib
+from collections.abc import Iterable
 
 import aiohttp
 
@@ -44,12 +45,35 @@ def gzip(data: bytes, level: int) -> bytes:
     return compressor.compress(data) + compressor.flush()
 
 
-async def encode_body(data: bytes, level: int) -> tuple[bytes, dict[str, str]]:
+Body = tuple[bytes, dict[str, str]]  # the request body and its Content-Encoding header
+
+
+async def encode_body(data: bytes, level: int) -> Body:
     """The body and its Content-Encoding header; compressed on a worker thread (zlib releases
     the GIL, so compression overlaps with reading the next lines)."""
     if level <= 0:
         return data, {}
     return await asyncio.to_thread(gzip, data, level), {"Content-Encoding": "gzip"}
+
+
+async def encode_pieces(pieces: Iterable[bytes], level: int) -> Body:
+    """``encode_body(b"".join(pieces), level)`` without holding the whole uncompressed body:
+    each piece is compressed on a worker thread while the next one is being encoded."""
+    if level <= 0:
+        return b"".join(pieces), {}
+    loop = asyncio.get_running_loop()
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
+    out: list[bytes] = []
+    pending: asyncio.Future[bytes] | None = None
+    for piece in pieces:  # the next piece is encoded here while the previous one compresses
+        if pending is not None:
+            out.append(await pending)
+        # One call at a time on the compressor, in order: the previous one has returned.
+        pending = loop.run_in_executor(None, compressor.compress, piece)
+    if pending is not None:
+        out.append(await pending)
+    out.append(compressor.flush())
+    return b"".join(out), {"Content-Encoding": "gzip"}
 
 
 async def post(

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from sidecars.log_shipper.encode import loki_push
+from sidecars.log_shipper.encode import loki_push_pieces
 from sidecars.log_shipper.sinks.base import Batch, Record
-from sidecars.log_shipper.sinks.httpcommon import encode_body, post
+from sidecars.log_shipper.sinks.httpcommon import Body, encode_pieces, post
 from sidecars.log_shipper.sinks.options import SinkOptions
 
 PUSH_PATH = "/loki/api/v1/push"
@@ -42,6 +42,7 @@ def auth_headers(options: SinkOptions) -> dict[str, str]:
 
 class LokiSink:
     name = "loki"
+    deduplicates = True  # identical entries (same labels, timestamp and line) are dropped
 
     def __init__(self, url: str, options: SinkOptions) -> None:
         self.url = push_url(url)
@@ -54,13 +55,19 @@ class LokiSink:
             headers={"User-Agent": self.options.user_agent, **auth_headers(self.options)},
         )
 
-    async def send(self, batch: Sequence[Record]) -> None:
-        assert self._session is not None, "start() first"
-        assert isinstance(batch, Batch)
-        payload = loki_push(batch, self.options.loki_labels)
-        body, headers = await encode_body(payload, self.options.gzip_level)
+    async def prepare(self, batch: Batch) -> Body:
+        pieces = loki_push_pieces(batch, self.options.loki_labels)
+        body, headers = await encode_pieces(pieces, self.options.gzip_level)
         headers["Content-Type"] = "application/json"
-        await post(self._session, self.url, body, headers)
+        return body, headers
+
+    async def deliver(self, prepared: Body) -> None:
+        assert self._session is not None, "start() first"
+        await post(self._session, self.url, *prepared)
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        assert isinstance(batch, Batch)
+        await self.deliver(await self.prepare(batch))
 
     async def close(self) -> None:
         if self._session is not None:

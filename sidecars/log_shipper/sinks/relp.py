@@ -75,6 +75,14 @@ def record_keys(batch: Sequence[Record]) -> list[_Key]:
     return [(record.fingerprint, record.offset) for record in batch]
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch as RELP messages; the records' identities are computed only for a retry."""
+
+    messages: list[bytes]
+    batch_keys: Callable[[], list[_Key]]
+
+
 @dataclass
 class _Batch:
     """Acknowledgement state of the batch being sent."""
@@ -222,6 +230,7 @@ class _Session:
 
 class RelpSink:
     name = "relp"
+    deduplicates = False
 
     def __init__(
         self,
@@ -300,17 +309,32 @@ class RelpSink:
         if session is not None:
             await session.close(min(self.timeout, 1.0) if session.broken is None else 0.1)
 
+    async def prepare(self, batch: Sequence[Record]) -> Prepared:
+        if isinstance(batch, Batch):
+            # Only the identities are kept, not the batch's lines: (fingerprint, line offsets).
+            fingerprint, offsets = batch.fingerprint, batch.bounds[:-1]
+            return Prepared(
+                self.formatter.messages(batch), lambda: [(fingerprint, o) for o in offsets]
+            )
+        keys = record_keys(batch)
+        return Prepared(self.formatter.messages(batch), lambda: keys)
+
     async def send(self, batch: Sequence[Record]) -> None:
+        await self.deliver(await self.prepare(batch))
+
+    async def deliver(self, prepared: Prepared) -> None:
         async with self._lock:
-            messages = self.formatter.messages(batch)
+            messages = prepared.messages
             keys: list[_Key] | None = None
             if self._acked_before:  # a retry: leave out what the server already acknowledged
-                keys = record_keys(batch)
+                keys = prepared.batch_keys()
                 keep = [i for i, key in enumerate(keys) if key not in self._acked_before]
                 keys = [keys[i] for i in keep]
                 messages = [messages[i] for i in keep]
             if messages:
-                await self._send(messages, lambda: keys if keys is not None else record_keys(batch))
+                await self._send(
+                    messages, lambda: keys if keys is not None else prepared.batch_keys()
+                )
             self._acked_before.clear()
 
     async def _send(self, messages: list[bytes], keys: Callable[[], list[_Key]]) -> None:

@@ -42,6 +42,7 @@ def _log_handlers_locked() -> Iterator[None]:
 
 class StdoutSink:
     name = "stdout"
+    deduplicates = False
 
     def __init__(self, url: str | None = None, options: SinkOptions | None = None) -> None:
         self.options = options or SinkOptions()
@@ -57,13 +58,19 @@ class StdoutSink:
                 written = os.write(self._fd, view)
                 view = view[written:]
 
-    async def send(self, batch: Sequence[Record]) -> None:
-        assert isinstance(batch, Batch)
+    async def prepare(self, batch: Batch) -> bytes:
+        return ndjson(batch)
+
+    async def deliver(self, prepared: bytes) -> None:
         try:
             # A blocked pipe (slow reader) must not freeze the event loop.
-            await asyncio.to_thread(self._write, ndjson(batch))
+            await asyncio.to_thread(self._write, prepared)
         except OSError as exc:
             raise SinkError(f"stdout: {exc.strerror or exc}", retryable=True) from exc
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        assert isinstance(batch, Batch)
+        await self.deliver(await self.prepare(batch))
 
     async def close(self) -> None:
         pass

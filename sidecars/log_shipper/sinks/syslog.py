@@ -50,6 +50,7 @@ def parse_syslog_url(url: str) -> tuple[str, str, int]:
 
 class SyslogSink:
     name = "syslog"
+    deduplicates = False
 
     def __init__(
         self,
@@ -154,10 +155,15 @@ class SyslogSink:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), self.timeout)
 
+    async def prepare(self, batch: Sequence[Record]) -> bytes:
+        return b"".join([octet_counted(m) for m in self.formatter.messages(batch)])
+
     async def send(self, batch: Sequence[Record]) -> None:
-        if not batch:
+        await self.deliver(await self.prepare(batch))
+
+    async def deliver(self, payload: bytes) -> None:
+        if not payload:
             return
-        payload = b"".join([octet_counted(m) for m in self.formatter.messages(batch)])
         writer = self._writer
         if writer is None or self._peer_closed or writer.is_closing():
             writer = await self._connect()
