@@ -13,7 +13,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -273,14 +273,20 @@ class Fetcher:
             await asyncio.gather(*helpers, return_exceptions=True)
 
     async def _watch_files(self, path: Path, changed: asyncio.Event) -> None:
-        """Wake the check loop on any change near the source (a ConfigMap's ..data swap is a
-        rename in its directory); polling every --interval stays as the fallback."""
+        """Wake the check loop on a change of the source (a ConfigMap's ..data swap is a rename
+        in its directory); polling every --interval stays as the fallback."""
         from watchfiles import awatch  # imported here: only local sources pay for it
 
-        target = path if await asyncio.to_thread(path.is_dir) else path.parent
+        is_dir = await asyncio.to_thread(path.is_dir)
+        target = path if is_dir else path.parent
         try:
             async for _ in awatch(
-                target, stop_event=self.ctx.stop, debounce=50, step=20, recursive=True
+                target,
+                stop_event=self.ctx.stop,
+                debounce=50,
+                step=20,
+                recursive=is_dir,
+                watch_filter=source_event_filter(path, is_dir, self.s.dest),
             ):
                 changed.set()
         except (OSError, RuntimeError) as exc:
@@ -288,6 +294,24 @@ class Fetcher:
                 "file notifications unavailable, polling only",
                 extra=kv(path=str(target), error=str(exc)),
             )
+
+
+def source_event_filter(source: Path, is_dir: bool, dest: Path) -> Callable[[object, str], bool]:
+    """Which file events concern the source. Our own publishes are never among them (a --dest
+    inside the watched directory would otherwise wake us after every publish, forever); for a
+    single file only that file and kubelet's ``..`` entries beside it count."""
+    dest_abs = os.path.abspath(dest)
+
+    def relevant(_change: object, raw: str) -> bool:
+        event = os.path.abspath(raw)
+        if event == dest_abs or event.startswith(dest_abs + os.sep):
+            return False
+        if is_dir:
+            return True
+        name = os.path.basename(event)
+        return name == source.name or name.startswith("..")
+
+    return relevant
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:

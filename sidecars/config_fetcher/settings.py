@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import ssl
 from pathlib import Path
@@ -186,5 +187,12 @@ class Settings(CommonSettings):
             parse_http_url(self.source)
         elif "://" in self.source:
             raise ValueError(f"--source {self.source!r}: only http://, https:// and local paths")
+        else:
+            src, dst = os.path.abspath(self.source), os.path.abspath(self.dest)
+            if src == dst or dst.startswith(src + os.sep) or src.startswith(dst + os.sep):
+                raise ValueError(
+                    f"--dest {self.dest} and --source {self.source} overlap: the fetcher would "
+                    "read what it publishes"
+                )
         if not self.archive and not self.publish_name:
             raise ValueError(f"--filename is required: --source {self.source!r} has no file name")

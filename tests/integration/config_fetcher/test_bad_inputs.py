@@ -243,6 +243,15 @@ def test_invalid_settings_exit_2(tmp_path: Path, args: list[str], fragment: str)
     assert not (tmp_path / "d").exists(), "nothing is written on a settings error"
 
 
+@pytest.mark.parametrize("dest", ["src/out", "src", "."])
+def test_overlapping_source_and_dest_are_rejected(tmp_path: Path, dest: str) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.conf").write_text("x")
+    run = fetch_once(str(tmp_path / "src"), tmp_path / dest)
+    assert run.code == 2
+    assert "overlap: the fetcher would read what it publishes" in run.stderr
+
+
 def test_ftp_source_is_rejected(tmp_path: Path) -> None:
     run = fetch_once("ftp://host/x.tar.gz", tmp_path / "d")
     assert run.code == 2 and "only http://, https:// and local paths" in run.stderr

@@ -261,3 +261,52 @@ def test_configmap_swaps_are_noticed_and_a_burst_gives_one_reload(
         what="nginx serving the last ConfigMap version",
     )
     assert value(listen, "config_fetcher_reloads_total", method="signal", result="ok") == 1
+
+
+def test_dest_inside_the_watched_directory_does_not_wake_the_fetcher(
+    tmp_path: Path, fetcher_watch: list[Proc]
+) -> None:
+    """Our own publishes land in the watched directory; they must not count as changes."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    source = shared / "site.conf"
+    source.write_text("v1\n")
+    listen = free_port()
+    proc = Proc(
+        sidecars_cmd(
+            "config-fetcher",
+            "--watch",
+            "--source",
+            str(source),
+            "--dest",
+            str(shared / "out"),
+            "--listen",
+            f"127.0.0.1:{listen}",
+            "--interval",
+            "60",
+            "--stale-after",
+            "120",
+        ),
+        tmp_path / "fetcher.log",
+    )
+    fetcher_watch.append(proc)
+    wait_until(
+        lambda: http_get(f"http://127.0.0.1:{listen}/readyz")[0] == 200,
+        timeout=20,
+        what="fetcher ready",
+    )
+    for version in range(2, 5):
+        tmp = shared / "site.conf.tmp"
+        tmp.write_text(f"v{version}\n")
+        os.replace(tmp, source)
+        wait_until(
+            lambda v=version: (shared / "out" / "site.conf").read_text() == f"v{v}\n",
+            timeout=20,
+            what=f"v{version} published",
+        )
+    published = value(listen, "config_fetcher_fetches_total", result="published")
+    unchanged = value(listen, "config_fetcher_fetches_total", result="unchanged")
+    assert published == 4
+    # A fetcher woken by its own publishes would check every ~50 ms, forever.
+    assert unchanged <= 4, f"woken by its own publishes: {unchanged} unchanged checks"
+    assert "changes detected" not in proc.output()

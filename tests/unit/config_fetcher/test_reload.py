@@ -65,3 +65,18 @@ def test_refuses_to_signal_a_process_that_is_not_nginx(tmp_path: Path) -> None:
     with pytest.raises(ReloadError, match="is not running") as info:
         signal_pidfile(tmp_path / "n.pid")
     assert info.value.result == "no_target"
+
+
+def test_source_events_exclude_our_own_publishes(tmp_path: Path) -> None:
+    from sidecars.config_fetcher.main import source_event_filter
+
+    src = tmp_path / "site.conf"
+    relevant = source_event_filter(src, False, tmp_path / "out")
+    assert relevant(None, str(src))
+    assert relevant(None, str(tmp_path / "..data")), "a ConfigMap swap beside the file"
+    assert not relevant(None, str(tmp_path / "other.conf"))
+    assert not relevant(None, str(tmp_path / "out" / "..data"))
+    tree = source_event_filter(tmp_path, True, tmp_path / "out")
+    assert tree(None, str(tmp_path / "conf.d" / "a.conf"))
+    assert not tree(None, str(tmp_path / "out" / "..2026" / "a.conf"))
+    assert not tree(None, str(tmp_path / "out"))
