@@ -14,7 +14,8 @@ import aiohttp
 
 from sidecars.log_shipper.encode import ndjson_pieces
 from sidecars.log_shipper.sinks.base import Batch, Record
-from sidecars.log_shipper.sinks.httpcommon import Body, encode_pieces, post
+from sidecars.log_shipper.sinks.compression import Body, encode_pieces
+from sidecars.log_shipper.sinks.httpcommon import post
 from sidecars.log_shipper.sinks.options import SinkOptions
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
-import zlib
-from collections.abc import Iterable
 
 import aiohttp
 
@@ -38,42 +35,6 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
-
-
-def gzip(data: bytes, level: int) -> bytes:
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip container
-    return compressor.compress(data) + compressor.flush()
-
-
-Body = tuple[bytes, dict[str, str]]  # the request body and its Content-Encoding header
-
-
-async def encode_body(data: bytes, level: int) -> Body:
-    """The body and its Content-Encoding header; compressed on a worker thread (zlib releases
-    the GIL, so compression overlaps with reading the next lines)."""
-    if level <= 0:
-        return data, {}
-    return await asyncio.to_thread(gzip, data, level), {"Content-Encoding": "gzip"}
-
-
-async def encode_pieces(pieces: Iterable[bytes], level: int) -> Body:
-    """``encode_body(b"".join(pieces), level)`` without holding the whole uncompressed body:
-    each piece is compressed on a worker thread while the next one is being encoded."""
-    if level <= 0:
-        return b"".join(pieces), {}
-    loop = asyncio.get_running_loop()
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
-    out: list[bytes] = []
-    pending: asyncio.Future[bytes] | None = None
-    for piece in pieces:  # the next piece is encoded here while the previous one compresses
-        if pending is not None:
-            out.append(await pending)
-        # One call at a time on the compressor, in order: the previous one has returned.
-        pending = loop.run_in_executor(None, compressor.compress, piece)
-    if pending is not None:
-        out.append(await pending)
-    out.append(compressor.flush())
-    return b"".join(out), {"Content-Encoding": "gzip"}
 
 
 async def post(

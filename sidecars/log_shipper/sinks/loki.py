@@ -17,7 +17,8 @@ import aiohttp
 
 from sidecars.log_shipper.encode import loki_push_pieces
 from sidecars.log_shipper.sinks.base import Batch, Record
-from sidecars.log_shipper.sinks.httpcommon import Body, encode_pieces, post
+from sidecars.log_shipper.sinks.compression import Body, encode_pieces
+from sidecars.log_shipper.sinks.httpcommon import post
 from sidecars.log_shipper.sinks.options import SinkOptions
 
 PUSH_PATH = "/loki/api/v1/push"

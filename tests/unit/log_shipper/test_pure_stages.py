@@ -11,8 +11,8 @@ from sidecars.log_shipper.batching import Batcher
 from sidecars.log_shipper.encode import loki_push, ndjson
 from sidecars.log_shipper.sinks import parse_sink
 from sidecars.log_shipper.sinks.base import Batch, Record
+from sidecars.log_shipper.sinks.compression import gzip as gzip_bytes
 from sidecars.log_shipper.sinks.httpcommon import classify, parse_retry_after
-from sidecars.log_shipper.sinks.httpcommon import gzip as gzip_bytes
 from sidecars.log_shipper.state import SinkProgress, StreamState, decode, encode
 from sidecars.log_shipper.timestamps import TIE_BREAK, Stamper, anchor_of, time_in_text
 
