@@ -66,8 +66,11 @@ class HttpSource:
     async def fetch(self) -> Fetched | None:
         """The new content, or None when the origin answered 304 Not Modified."""
         if self._session is None:
+            # trust_env: HTTP(S)_PROXY / NO_PROXY from the container's env are honoured, as
+            # users behind corporate proxies expect of any fetcher.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self.ssl_context or True, limit=4),
+                trust_env=True,
             )
         headers = self._headers()
         where = f"GET {self.url}"
