@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import time
 from pathlib import Path
 
 import aiohttp
@@ -35,6 +36,7 @@ class HttpSource:
         max_redirects: int,
         token_file: Path | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        etag_max_age: float = 300.0,
     ) -> None:
         self.url = url
         self.name = name
@@ -43,12 +45,17 @@ class HttpSource:
         self.max_redirects = max_redirects
         self.token_file = token_file
         self.ssl_context = ssl_context
+        self.etag_max_age = etag_max_age
         self.etag: str | None = None
+        self._etag_since = 0.0
         self._session: aiohttp.ClientSession | None = None
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": f"sidecars-config-fetcher/{__version__}"}
-        if self.etag:
+        # nginx's static ETag is mtime (whole seconds) + size: a same-size change within the same
+        # second keeps it, and a 304 would hide that change forever. So an ETag is trusted for
+        # --etag-max-age only; then one unconditional GET (the digest still avoids a republish).
+        if self.etag and time.monotonic() - self._etag_since < self.etag_max_age:
             headers["If-None-Match"] = self.etag
         if self.token_file is not None:
             try:
@@ -112,7 +119,7 @@ class HttpSource:
             raise FetchError(f"{where}: body incomplete: {exc}", transient=True) from None
         except aiohttp.ClientError as exc:
             raise FetchError(f"{where}: {type(exc).__name__}: {exc}", transient=True) from None
-        self.etag = etag
+        self.etag, self._etag_since = etag, time.monotonic()
         return Fetched(origin=self.url, name=self.name, data=data, etag=etag)
 
     async def _read_body(self, response: aiohttp.ClientResponse, where: str) -> bytes:

@@ -46,6 +46,7 @@ def make_source(s: Settings) -> HttpSource | LocalSource:
             timeout=s.timeout,
             max_bytes=s.max_bytes,
             max_redirects=s.max_redirects,
+            etag_max_age=s.etag_max_age,
             token_file=s.bearer_token_file,
             ssl_context=ssl_context,
         )
@@ -242,7 +243,14 @@ class Fetcher:
         changed = asyncio.Event()
         helpers = [asyncio.create_task(debouncer.run())]
         if isinstance(self.source, LocalSource):
-            helpers.append(asyncio.create_task(self._watch_files(self.source.path, changed)))
+            is_dir = await asyncio.to_thread(self.source.path.is_dir)
+            helpers.append(
+                asyncio.create_task(self._watch_files(self.source.path, is_dir, changed))
+            )
+            # The watcher is armed in the task's first step (watchfiles creates its inotify
+            # watches before its first await): let that step run before the first check, so a
+            # change made right after /readyz turns 200 cannot slip between check and arming.
+            await asyncio.sleep(0)
         attempt = 0
         try:
             while not self.ctx.stop.is_set():
@@ -272,12 +280,11 @@ class Fetcher:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
 
-    async def _watch_files(self, path: Path, changed: asyncio.Event) -> None:
+    async def _watch_files(self, path: Path, is_dir: bool, changed: asyncio.Event) -> None:
         """Wake the check loop on a change of the source (a ConfigMap's ..data swap is a rename
         in its directory); polling every --interval stays as the fallback."""
         from watchfiles import awatch  # imported here: only local sources pay for it
 
-        is_dir = await asyncio.to_thread(path.is_dir)
         target = path if is_dir else path.parent
         try:
             async for _ in awatch(

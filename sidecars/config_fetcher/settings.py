@@ -15,6 +15,7 @@ from sidecars.runtime.parsers import (
     HostPort,
     choice,
     parse_bool,
+    parse_duration,
     parse_hex_sha256,
     parse_http_url,
     parse_nonnegative_int,
@@ -107,6 +108,13 @@ class Settings(CommonSettings):
         30.0,
         help="timeout of one HTTP request, body included",
         parse=parse_positive_duration,
+        metavar="SECONDS",
+    )
+    etag_max_age: float = setting(
+        300.0,
+        help="--watch: trust a remembered ETag (If-None-Match) this long, then GET unconditionally "
+        "once (nginx's mtime+size ETags can repeat for a same-size change in the same second)",
+        parse=parse_duration,
         metavar="SECONDS",
     )
     max_redirects: int = setting(

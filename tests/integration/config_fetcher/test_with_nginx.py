@@ -304,9 +304,54 @@ def test_dest_inside_the_watched_directory_does_not_wake_the_fetcher(
             timeout=20,
             what=f"v{version} published",
         )
-    published = value(listen, "config_fetcher_fetches_total", result="published")
+    # The counter moves just after the swap that made the content visible: wait for it.
+    wait_until(
+        lambda: value(listen, "config_fetcher_fetches_total", result="published") == 4,
+        timeout=10,
+        what="4 publishes counted",
+    )
     unchanged = value(listen, "config_fetcher_fetches_total", result="unchanged")
-    assert published == 4
     # A fetcher woken by its own publishes would check every ~50 ms, forever.
     assert unchanged <= 4, f"woken by its own publishes: {unchanged} unchanged checks"
     assert "changes detected" not in proc.output()
+
+
+def test_an_etag_collision_at_the_origin_is_caught_by_the_etag_max_age(
+    origin: OriginNginx, app: AppNginx, tmp_path: Path, fetcher_watch: list[Proc]
+) -> None:
+    """nginx's ETag is mtime (seconds) + size: a same-size change with the same mtime keeps the
+    ETag, so conditional GETs answer 304 and only the unconditional GET after --etag-max-age
+    finds the change."""
+    publish_site(origin, {"html/index.html": b"version-1\n"})
+    bundle = origin.docroot / "site.tar.gz"
+    port = free_port()
+    _, listen = watch(
+        fetcher_watch,
+        tmp_path,
+        origin.url("site.tar.gz"),
+        app,
+        port,
+        "--interval",
+        "0.2",
+        "--stale-after",
+        "30",
+        "--etag-max-age",
+        "2",
+    )
+    wait_until(
+        lambda: value(listen, "config_fetcher_fetches_total", result="not_modified") >= 1,
+        timeout=20,
+        what="a 304",
+    )
+    stat = bundle.stat()
+    new = tar_gz({"html/index.html": b"version-2\n"})
+    assert len(new) == stat.st_size, "same size, so nginx computes the same ETag"
+    bundle.write_bytes(new)
+    os.utime(bundle, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    served = app.site_dir / "html" / "index.html"
+    wait_until(
+        lambda: served.read_bytes() == b"version-2\n",
+        timeout=20,
+        what="the colliding change published",
+    )
+    assert value(listen, "config_fetcher_fetches_total", result="not_modified") >= 2
