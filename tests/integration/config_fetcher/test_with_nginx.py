@@ -346,8 +346,10 @@ def test_an_etag_collision_at_the_origin_is_caught_by_the_etag_max_age(
     stat = bundle.stat()
     new = tar_gz({"html/index.html": b"version-2\n"})
     assert len(new) == stat.st_size, "same size, so nginx computes the same ETag"
-    bundle.write_bytes(new)
-    os.utime(bundle, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    tmp = bundle.with_suffix(".tmp")
+    tmp.write_bytes(new)
+    os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the old mtime, before it is visible
+    os.replace(tmp, bundle)
     served = app.site_dir / "html" / "index.html"
     wait_until(
         lambda: served.read_bytes() == b"version-2\n",
