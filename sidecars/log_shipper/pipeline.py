@@ -129,7 +129,10 @@ class SinkPipeline:
         if stamper is None:
             anchor = progress.anchor_ns if progress.offset == chunk.start else None
             stamper = self.stampers[fingerprint] = Stamper(anchor or stream.seen_ns)
-        texts = [line.decode("utf-8", "replace") for line in chunk.lines]
+        try:  # strict decoding is the faster C path; invalid UTF-8 is the rare exception
+            texts = list(map(bytes.decode, chunk.lines))
+        except UnicodeDecodeError:
+            texts = [line.decode("utf-8", "replace") for line in chunk.lines]
         fields = None
         if self.parser is not None:
             parse = self.parser.parse

@@ -41,25 +41,31 @@ def _error_log_time(text: str) -> int | None:
     return int(seconds) * 1_000_000_000
 
 
-_seen_times: dict[str, int] = {}  # "10/Oct/2000:13:55:36 -0700" -> ns: a second repeats a lot
+_seen_times: dict[str, int | None] = {}  # "10/Oct/2000:13:55:36 -0700" -> ns: seconds repeat
+
+
+def _time_local(text: str) -> int | None:
+    """``$time_local`` text -> ns, cached (a pure function: caching keeps results identical)."""
+    try:
+        return _seen_times[text]
+    except KeyError:
+        pass
+    try:
+        known = parse_time_local(text)
+    except ValueError:
+        known = None
+    if len(_seen_times) > 4096:
+        _seen_times.clear()
+    _seen_times[text] = known
+    return known
 
 
 def time_in_text(line: str) -> int | None:
     # Fast path for the usual access-log shape: " [" + 26 characters + "]".
     start = line.find(" [", 0, 200)
     if start >= 0 and line[start + 28 : start + 29] == "]":
-        text = line[start + 2 : start + 28]
-        known = _seen_times.get(text)
+        known = _time_local(line[start + 2 : start + 28])
         if known is not None:
-            return known
-        try:
-            known = parse_time_local(text)
-        except ValueError:
-            known = None
-        if known is not None:
-            if len(_seen_times) > 4096:
-                _seen_times.clear()
-            _seen_times[text] = known
             return known
     match = _ACCESS_TIME.search(line, 0, 200)
     if match is not None:
@@ -84,16 +90,47 @@ class Stamper:
     def stamp(
         self, lines: list[str], fields: list[Mapping[str, str] | None] | None, bounds: list[int]
     ) -> list[int]:
+        if fields is None:
+            return self._stamp_text(lines, bounds)
         anchor = self.anchor_ns
         stamps = []
         append = stamps.append
         for index, line in enumerate(lines):
-            own = timestamp_ns(fields[index]) if fields is not None else None
+            own = timestamp_ns(fields[index])
             if own is None:
                 own = time_in_text(line)
             if own is not None:
                 anchor = own
             append(anchor + bounds[index] % TIE_BREAK)
+        self.anchor_ns = anchor
+        return stamps
+
+    def _stamp_text(self, lines: list[str], bounds: list[int]) -> list[int]:
+        """``time_in_text`` for each line, with the access-log shape inlined: consecutive lines
+        of the same second share their " [...]" text, recognised by one comparison."""
+        anchor = self.anchor_ns
+        stamps: list[int] = []
+        append = stamps.append
+        same: str | None = None  # the last "<26 characters>]" that parsed, and its time
+        same_ns = 0
+        for line, offset in zip(lines, bounds, strict=False):
+            start = line.find(" [", 0, 200)
+            if start >= 0:
+                text = line[start + 2 : start + 29]
+                if text == same:
+                    append(same_ns + offset % TIE_BREAK)
+                    anchor = same_ns
+                    continue
+                own = _time_local(text[:26]) if text[26:] == "]" else None
+                if own is not None:
+                    same, same_ns = text, own
+                else:
+                    own = time_in_text(line)
+            else:
+                own = time_in_text(line)
+            if own is not None:
+                anchor = own
+            append(anchor + offset % TIE_BREAK)
         self.anchor_ns = anchor
         return stamps
 
