@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from sidecars.metrics_proxy.auth import read_secret
 from sidecars.metrics_proxy.client import Target, parse_target
 from sidecars.metrics_proxy.exposition import LABEL_NAME, METRIC_NAME
+from sidecars.runtime.envexpand import expand, references
 from sidecars.runtime.lifecycle import CommonSettings, parse_listen
 from sidecars.runtime.nginx_log import load_log_format
 from sidecars.runtime.parsers import (
@@ -78,35 +79,8 @@ def parse_label_pair(raw: str) -> tuple[str, str]:
         raise ValueError("expected name=value")
     if not LABEL_NAME.match(name) or name.startswith("__"):
         raise ValueError(f"{name!r} is not a valid label name")
-    find_env_references(value)  # syntax errors now, not at the first scrape
+    references(value)  # syntax errors now, not at the first scrape
     return name, value
-
-
-_REFERENCE = re.compile(r"\$\{([^}]*)\}|\$")
-
-
-def find_env_references(template: str) -> list[str]:
-    names = []
-    for match in _REFERENCE.finditer(template):
-        name = match.group(1)
-        if name is None:
-            # A lone "$" stays literal unless it opens a reference.
-            continue
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"${{{name}}} is not a valid variable reference")
-        names.append(name)
-    return names
-
-
-def expand_env(template: str, environ: Mapping[str, str]) -> str:
-    """``${VAR}`` replaced from ``environ`` (the Downward API puts pod and namespace there);
-    an unset variable is an error rather than an empty label value."""
-    missing = [name for name in find_env_references(template) if name not in environ]
-    if missing:
-        raise ValueError(f"${{{missing[0]}}} is not set in the environment")
-    return re.sub(
-        r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda match: environ[match.group(1)], template
-    )
 
 
 def parse_status_label(raw: str) -> str:
@@ -309,6 +283,6 @@ def expanded_const_labels(
     settings: MetricsProxySettings, environ: Mapping[str, str]
 ) -> tuple[tuple[str, str], ...]:
     try:
-        return tuple((name, expand_env(value, environ)) for name, value in settings.const_labels)
+        return tuple((name, expand(value, environ)) for name, value in settings.const_labels)
     except ValueError as exc:
         raise SettingsError(f"--const-labels (METRICS_PROXY_CONST_LABELS): {exc}") from None

@@ -10,11 +10,11 @@ from sidecars.metrics_proxy.settings import (
     DEFAULT_BUCKETS,
     PART,
     MetricsProxySettings,
-    expand_env,
     expanded_const_labels,
     parse_buckets,
     parse_merge_target,
 )
+from sidecars.runtime.envexpand import expand as expand_env
 from sidecars.runtime.settings import SettingsError, load
 
 URL = ["--stub-status-url", "http://127.0.0.1:8081/stub_status"]
