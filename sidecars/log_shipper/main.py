@@ -41,12 +41,13 @@ from typing import Any
 
 from sidecars.log_shipper.metrics import PipelineCollector, ShipperMetrics
 from sidecars.log_shipper.pipeline import SinkPipeline
-from sidecars.log_shipper.settings import PART, Settings, expand_env
+from sidecars.log_shipper.settings import PART, Settings
 from sidecars.log_shipper.sinks import build_sink
 from sidecars.log_shipper.sinks.options import SinkOptions
 from sidecars.log_shipper.state import Checkpointer
 from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Deadline
+from sidecars.runtime.envexpand import expand as expand_env
 from sidecars.runtime.logs import kv
 
 log = logging.getLogger("sidecars.log_shipper")
