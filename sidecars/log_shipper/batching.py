@@ -103,6 +103,10 @@ class Batcher:
             del self.replay[fingerprint]
         return current.batch()
 
+    def open_bytes(self) -> int:
+        """Bytes of the file covered by the batches not cut yet."""
+        return sum(current.bounds[-1] - current.bounds[0] for current in self._open.values())
+
     def next_due(self) -> float | None:
         """Monotonic time at which the oldest open batch is due, None if none is open."""
         if not self._open:

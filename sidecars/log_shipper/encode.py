@@ -24,7 +24,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 
 from sidecars.log_shipper.sinks.base import Batch
 
-PIECE_LINES = 512  # ~130-200 KiB of NDJSON for nginx access lines
+PIECE_LINES = 256  # ~90 KiB of NDJSON for nginx access lines
 
 _CONTROL = [bytes([code]) for code in range(32) if code != 0x0A]  # newline joins the lines
 _decimal = b"%d".__mod__

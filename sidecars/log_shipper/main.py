@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -44,6 +45,7 @@ from sidecars.log_shipper.pipeline import SinkPipeline
 from sidecars.log_shipper.settings import PART, Settings
 from sidecars.log_shipper.sinks import build_sink
 from sidecars.log_shipper.sinks.options import SinkOptions
+from sidecars.log_shipper.sinks.rfc5424 import clean_header_field
 from sidecars.log_shipper.state import Checkpointer
 from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Deadline
@@ -71,8 +73,16 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
         loki_bearer_token=settings.loki_bearer_token,
         http_headers=dict(settings.http_header),
         ca_file=settings.ca_file,
-        hostname=settings.hostname or environ.get("HOSTNAME") or "-",
+        # $HOSTNAME is the Pod's name; anything RFC 5424 does not allow becomes "_".
+        hostname=settings.hostname or clean_header_field("hostname", environ.get("HOSTNAME", "")),
     )
+
+
+def _invalid(reason: str) -> int:
+    """A setting found invalid after start-up: the same one line as the settings loader's."""
+    log.error("invalid settings", extra=kv(reason=reason))
+    print(f"sidecars {PART}: {reason}", file=sys.stderr)
+    return lifecycle.EXIT_CONFIG
 
 
 class Shipper:
@@ -87,8 +97,13 @@ class Shipper:
         try:
             options = sink_options(settings, self.environ)
         except ValueError as exc:
-            log.error("invalid settings", extra=kv(reason=str(exc)))
-            return lifecycle.EXIT_CONFIG
+            return _invalid(str(exc))
+        sinks = []
+        for spec in settings.sink:
+            try:
+                sinks.append((spec, build_sink(spec, options)))
+            except ValueError as exc:  # a check only the sink itself makes: still a setting
+                return _invalid(f"--sink {spec.key}: {exc}")
         checkpointer = Checkpointer(
             settings.state_file, [spec.key for spec in settings.sink], settings.forget_after
         )
@@ -97,8 +112,7 @@ class Shipper:
             log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
             return 1
         metrics = ShipperMetrics(self.ctx.registry)
-        for spec in settings.sink:
-            sink = build_sink(spec, options)
+        for spec, sink in sinks:
             self.pipelines.append(SinkPipeline(spec, sink, settings, checkpointer, metrics))
         self.ctx.registry.register(PipelineCollector(lambda: self.pipelines, checkpointer))
         started = []

@@ -90,7 +90,9 @@ class PipelineCollector:
             labels=["sink", "path"],
         )
         queue = GaugeMetricFamily(
-            "log_shipper_queue_bytes", "Bytes of batches waiting to be sent.", labels=["sink"]
+            "log_shipper_queue_bytes",
+            "Bytes of batches held as lines for the sink: queued, or taken and not yet encoded.",
+            labels=["sink"],
         )
         queue_limit = GaugeMetricFamily(
             "log_shipper_queue_limit_bytes",

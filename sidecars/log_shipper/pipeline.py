@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ from sidecars.runtime.tail import Chunk, Tailer
 log = logging.getLogger("sidecars.log_shipper")
 
 _IDLE_TICK = 0.25  # how often an idle reader looks at the stop flag
+# One read from a file: large enough that per-read costs vanish, small enough that the read
+# and its lines are a small part of the memory bound.
+READ_BYTES = 128 * 1024
 
 
 @dataclass(slots=True)
@@ -82,6 +86,7 @@ class SinkPipeline:
             long_lines=settings.long_lines,  # type: ignore[arg-type]
             poll_interval=settings.poll_interval,
             rotate_wait=settings.rotate_wait,
+            read_bytes=READ_BYTES,
         )
         self.batcher = Batcher(
             settings.batch_bytes, settings.batch_wait, checkpointer.replay(self.key)
@@ -102,9 +107,16 @@ class SinkPipeline:
     # --- reading -------------------------------------------------------------------------------
 
     async def read(self, stop: asyncio.Event) -> None:
-        """Read and batch until ``stop``; then hand the open batches to the sender."""
+        """Read and batch until ``stop``; then hand the open batches to the sender.
+
+        Reading pauses while the lines held for the sink (queued or being encoded, plus the
+        open batches) fill --queue-bytes: reading and encoding share one thread, so reading
+        further ahead would only hold more lines in memory, not ship faster."""
         try:
             while not stop.is_set():
+                if not self.queue.has_room(self.batcher.open_bytes()):
+                    await self._until_room(stop)
+                    continue
                 due = self.batcher.next_due()
                 wait = _IDLE_TICK if due is None else min(_IDLE_TICK, due - time.monotonic())
                 try:
@@ -112,7 +124,9 @@ class SinkPipeline:
                 except TimeoutError:
                     chunk = None
                 if chunk is not None:
-                    for batch in self._process(chunk):
+                    batches = self._process(chunk)
+                    chunk = None  # its raw lines are not needed while waiting for the queue
+                    for batch in batches:
                         await self._enqueue(batch)
                 for batch in self.batcher.due():
                     await self._enqueue(batch)
@@ -144,6 +158,19 @@ class SinkPipeline:
         self._read_lines.inc(len(texts))
         self._read_bytes.inc(chunk.end - chunk.start)
         return self.batcher.add(fingerprint, stream.path, texts, chunk.bounds, stamps, fields)
+
+    async def _until_room(self, stop: asyncio.Event) -> None:
+        room = asyncio.ensure_future(self.queue.until_room(self.batcher.open_bytes()))
+        stopped = asyncio.ensure_future(stop.wait())
+        due = self.batcher.next_due()
+        timeout = None if due is None else max(0.0, due - time.monotonic())
+        try:
+            await asyncio.wait({room, stopped}, timeout=timeout, return_when=FIRST_COMPLETED)
+        finally:
+            room.cancel()
+            stopped.cancel()
+        for batch in self.batcher.due():
+            await self._enqueue(batch)
 
     async def _enqueue(self, batch: Batch) -> None:
         generation = self.checkpointer.cut(batch.fingerprint, self.key, batch.end)
@@ -200,6 +227,9 @@ class SinkPipeline:
                 log.exception("sink failed to prepare a batch", extra=kv(sink=self.key))
             else:
                 outgoing.batch = None  # the prepared form is all deliver() needs: free the lines
+        del batch, item
+        if outgoing.batch is None:
+            await self.queue.release(outgoing.nbytes)
         return outgoing
 
     async def _deliver(self, outgoing: _Outgoing) -> None:
@@ -240,6 +270,9 @@ class SinkPipeline:
                 break
             attempt += 1
             await asyncio.sleep(delay)
+        if outgoing.batch is not None:  # held as lines until now
+            outgoing.batch = None
+            await self.queue.release(outgoing.nbytes)
         self.checkpointer.done(outgoing.fingerprint, key, outgoing.end, outgoing.anchor_ns)
         if not self.deduplicates:
             # The destination cannot absorb a repeat: record this acknowledgement before the

@@ -21,7 +21,6 @@ from sidecars.runtime.settings import setting
 PART = "log-shipper"
 
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def parse_label(raw: str) -> tuple[str, str]:
@@ -37,18 +36,6 @@ def parse_label(raw: str) -> tuple[str, str]:
     if name == "filename":
         raise ValueError("'filename' is set per file by the shipper")
     return name, value
-
-
-def expand_env(value: str, environ: Any) -> str:
-    """``${VAR}`` -> its value (for the Downward API); an unset variable is an error."""
-
-    def one(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in environ:
-            raise ValueError(f"${{{name}}} is not set in the environment")
-        return str(environ[name])
-
-    return _ENV_REF.sub(one, value)
 
 
 def parse_header(raw: str) -> tuple[str, str]:
@@ -67,6 +54,24 @@ def parse_gzip_level(raw: str) -> int:
     if not 0 <= value <= 9:
         raise ValueError("expected 0 (off) to 9")
     return value
+
+
+def parse_syslog_hostname(raw: str) -> str:
+    from sidecars.log_shipper.sinks.rfc5424 import check_header_field
+
+    return check_header_field("hostname", raw.strip())
+
+
+def parse_ca_file(raw: str) -> str:
+    """A CA bundle that TLS can load now, not at the first connection."""
+    import ssl
+
+    path = raw.strip()
+    try:
+        ssl.create_default_context(cafile=path)
+    except OSError as exc:  # ssl.SSLError is an OSError: not PEM, no certificate in it
+        raise ValueError(f"cannot be used as a CA bundle: {exc.strerror or exc}") from None
+    return path
 
 
 def parse_format(raw: str) -> Any:
@@ -150,8 +155,10 @@ class Settings(CommonSettings):
         parse=parse_positive_duration,
     )
     queue_bytes: int = setting(
-        4 * 1024 * 1024,
-        help="per sink: bytes of batches waiting to be sent; reading pauses when full",
+        1024 * 1024,
+        help="per sink: bytes of batches held as lines, queued or being encoded (one batch is "
+        "always let in); reading pauses when full. The sink's encoded batches in flight (one "
+        "being sent, the next ready) come on top",
         parse=parse_positive_size,
         metavar="SIZE",
     )
@@ -221,10 +228,16 @@ class Settings(CommonSettings):
         metavar="HEADER",
     )
     ca_file: str | None = setting(
-        None, help="CA bundle for tls:// syslog and RELP sinks (default: system CAs)"
+        None,
+        help="CA bundle (PEM) for tls:// syslog sinks (default: system CAs)",
+        parse=parse_ca_file,
+        metavar="PATH",
     )
     hostname: str | None = setting(
-        None, help="HOSTNAME field of syslog/RELP messages (default: $HOSTNAME, the Pod name)"
+        None,
+        help="HOSTNAME field of syslog/RELP messages, printable ASCII without blanks (default: "
+        "$HOSTNAME, the Pod name, with other characters replaced by '_')",
+        parse=parse_syslog_hostname,
     )
 
     def check(self) -> None:

@@ -54,7 +54,7 @@ def _time_local(text: str) -> int | None:
         known = parse_time_local(text)
     except ValueError:
         known = None
-    if len(_seen_times) > 4096:
+    if len(_seen_times) >= 256:  # lines come in time order: only a few recent seconds recur
         _seen_times.clear()
     _seen_times[text] = known
     return known

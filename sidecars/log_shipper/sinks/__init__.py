@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sidecars.log_shipper.sinks.base import Sink
 from sidecars.log_shipper.sinks.options import SinkOptions
-from sidecars.runtime.parsers import parse_hostport, parse_http_url
+from sidecars.runtime.parsers import parse_http_url
 
 # kind -> (module, class)
 KINDS: dict[str, tuple[str, str]] = {
@@ -52,14 +52,18 @@ class SinkSpec:
 
 
 def _check_url(kind: str, url: str) -> None:
+    """The sink's own URL parser, so every address a sink would refuse is refused here, at
+    start, as a bad setting (syslog and RELP are imported only when configured)."""
     if kind in ("loki", "http"):
         parse_http_url(url)
     elif kind == "syslog":
-        parts = urlsplit(url)
-        if parts.scheme not in ("tcp", "tls") or not parts.hostname or parts.port is None:
-            raise ValueError("syslog sink expects tcp://HOST:PORT or tls://HOST:PORT")
+        from sidecars.log_shipper.sinks.syslog import parse_syslog_url
+
+        parse_syslog_url(url)
     elif kind == "relp":
-        parse_hostport(url.removeprefix("relp://"))
+        from sidecars.log_shipper.sinks.relp import parse_relp_url
+
+        parse_relp_url(url)
 
 
 def parse_sink(raw: str) -> SinkSpec:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 try:
@@ -23,6 +24,18 @@ _GZIP = 31  # wbits for the gzip container
 _ISAL_LEVELS = range(1, 4)
 
 Body = tuple[bytes, dict[str, str]]  # the request body and its Content-Encoding header
+
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    """One thread for all compression: its buffers come from one malloc arena, reused batch
+    after batch, instead of one arena per thread of the loop's default pool."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sidecars-gzip")
+    return _executor
 
 
 def compressor(level: int, *, prefer_isal: bool = True) -> Any:
@@ -52,7 +65,7 @@ async def encode_pieces(pieces: Iterable[bytes], level: int, *, prefer_isal: boo
         if pending is not None:
             out.append(await pending)
         # One call at a time on the compressor, in order: the previous one has returned.
-        pending = loop.run_in_executor(None, packer.compress, piece)
+        pending = loop.run_in_executor(_worker(), packer.compress, piece)
     if pending is not None:
         out.append(await pending)
     out.append(packer.flush())

@@ -36,7 +36,7 @@ def parse_syslog_url(url: str) -> tuple[str, str, int]:
     """``tcp://host:port`` or ``tls://host:port`` -> (scheme, host, port)."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("tcp", "tls"):
-        raise ValueError(f"syslog URL {url!r} must start with tcp:// or tls://")
+        raise ValueError(f"syslog URL {url!r} must be tcp://HOST:PORT or tls://HOST:PORT")
     try:
         port = parts.port
     except ValueError:

@@ -69,10 +69,10 @@ class LineSplitter:
             rest.long_lines += 1
             return rest
 
-        if self.partial:
-            data = self.partial + data
         base = self.partial_start
         parts = data.split(b"\n")
+        if self.partial:  # only the first line is joined to the held part, not the whole read
+            parts[0] = self.partial + parts[0]
         tail = parts.pop()
         limit = self.max_line_bytes
         if parts and max(map(len, parts)) > limit:

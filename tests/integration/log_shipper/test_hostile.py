@@ -166,6 +166,13 @@ def test_file_deleted_while_read_is_finished_and_released(tmp_path, receiver, sh
         (["--sink", "stdout", "--max-line-bytes", "0"], "--max-line-bytes"),
         (["--sink", "stdout", "--long-lines", "wrap"], "--long-lines"),
         ([], "--sink"),
+        # Checked by the syslog/RELP sinks themselves, once crashes with a traceback: now at start.
+        (["--sink", "relp=127.0.0.1:1", "--hostname", "bad host"], "--hostname"),
+        (["--sink", "syslog=tcp://127.0.0.1:1", "--hostname", "h" * 256], "--hostname"),
+        (["--sink", "syslog=tls://127.0.0.1:1", "--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
+        (["--sink", "syslog=tls://127.0.0.1:1", "--ca-file", __file__], "--ca-file"),
+        (["--sink", "syslog=tcp://127.0.0.1:1/path"], "--sink"),
+        (["--sink", "relp=127.0.0.1:0"], "--sink"),
     ],
 )
 def test_bad_settings_fail_at_start_naming_the_setting(tmp_path, args, message):
@@ -179,6 +186,8 @@ def test_bad_settings_fail_at_start_naming_the_setting(tmp_path, args, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "s").exists(), "nothing written before the settings are known good"
 
 
 def test_unset_env_in_a_label_fails_at_start(tmp_path):
@@ -193,6 +202,11 @@ def test_unset_env_in_a_label_fails_at_start(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "${POD_NAMESPACE} is not set" in result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "sidecars log-shipper: --loki-label namespace: ${POD_NAMESPACE} is not set in the "
+        "environment"
+    ]
+    assert not (tmp_path / "s").exists()
 
 
 def test_unwritable_state_directory_fails_at_start(tmp_path):
