@@ -4,17 +4,24 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
 
 - Offsets are recorded per sink and only after that sink acknowledged the lines (or rejected
   them with a non-retryable answer, which is logged and counted as dropped). A SIGKILL loses
-  nothing acknowledged; on restart each sink re-reads from its own offset, so what it receives
-  again is at most what it had not acknowledged yet (at most --checkpoint-interval of acks plus
-  the batches in flight).
+  nothing acknowledged; on restart each sink re-reads from its own offset. One batch at a time
+  is sent to a sink (the next one is only encoded meanwhile), so "the batch in flight" below is
+  one batch of at most about --batch-bytes of lines.
+- What a crash repeats depends on whether the destination can absorb a repeat. For loki and
+  http, acknowledgements are written every --checkpoint-interval, so a restart re-sends the
+  batch in flight plus at most --checkpoint-interval of acknowledged batches, and the
+  destination drops them (below). For syslog, relp and stdout, each acknowledgement is written
+  before the next batch is sent, so a restart re-sends at most the batch in flight at the crash.
 - loki: at-least-once delivery, and no duplicate entries: re-sent entries carry the same labels
   and deterministic timestamps, so Loki's own de-duplication drops them.
 - http: at-least-once; exactly-once at a receiver that de-duplicates by Idempotency-Key
   (``<fingerprint>:<start>-<end>``): a batch's boundaries are made durable before its first send,
-  so a re-send after a restart is the same batch under the same key.
-- stdout: at-least-once; the lines in flight at a crash may be written twice.
-- syslog / relp: see their modules (RELP acknowledges each message: only messages in flight at a
-  crash may repeat).
+  so a re-send after a restart is the same batch under the same key. A receiver that ignores the
+  key gets the repeats described above.
+- relp: every message is acknowledged; a crash repeats at most the acknowledged part of the
+  batch in flight (and a broken connection at most the RELP window: see sinks/relp.py).
+- syslog: no acknowledgements at all: see sinks/syslog.py for what can be lost or repeated.
+- stdout: at-least-once; a crash may write the batch in flight twice.
 - One slow or hanging sink does not stall another: each sink has its own reader, queue and
   offsets. A lagging sink's unread lines stay on disk (rotated and deleted files are held open
   until that sink's reader has read them), so it loses nothing while it is down, at the cost of

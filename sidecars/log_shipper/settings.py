@@ -156,9 +156,9 @@ class Settings(CommonSettings):
     )
     queue_bytes: int = setting(
         1024 * 1024,
-        help="per sink: bytes of batches held as lines, queued or being encoded (one batch is "
-        "always let in); reading pauses when full. The sink's encoded batches in flight (one "
-        "being sent, the next ready) come on top",
+        help="per sink: bytes of log lines held for the sink, queued, being encoded or being "
+        "read into the next batch; reading pauses while they fill it (one batch always fits). "
+        "The encoded batches in flight (one being sent, the next ready) come on top",
         parse=parse_positive_size,
         metavar="SIZE",
     )
@@ -181,8 +181,9 @@ class Settings(CommonSettings):
     )
     checkpoint_interval: float = setting(
         1.0,
-        help="acknowledged offsets are written at most this often (a crash re-sends at most "
-        "this much, which de-duplicating sinks absorb)",
+        help="acknowledged offsets of the de-duplicating sinks (loki, http) are written at most "
+        "this often (a crash re-sends at most this much, which they absorb); those of syslog, "
+        "relp and stdout are written before their next batch is sent",
         parse=parse_positive_duration,
     )
     poll_interval: float = setting(

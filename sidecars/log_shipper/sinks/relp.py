@@ -14,10 +14,12 @@ Delivery guarantee, precisely:
   already acknowledged are remembered (by file fingerprint and offset) and skipped when the
   batch is sent again by this process.
 - **Can be repeated:** records the server received but had not yet acknowledged when the
-  connection broke (at most ``window``); and after a crash of the shipper, what it had not yet
-  checkpointed: the batches in flight plus what was acknowledged within the last
-  ``--checkpoint-interval`` (keep it short where RELP is the only sink; RELP cannot
-  de-duplicate).
+  connection broke (at most ``window``); and after a crash of the shipper, the records of the
+  one batch that was in flight (at most about --batch-bytes of lines) that the server had
+  already acknowledged. Nothing older repeats: RELP cannot de-duplicate, so the sink declares
+  ``deduplicates = False`` and the pipeline writes each batch's acknowledgement to the state
+  file before it sends the next batch (one small fsynced write per batch, whatever
+  --checkpoint-interval says).
 """
 
 from __future__ import annotations

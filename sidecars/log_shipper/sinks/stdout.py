@@ -1,9 +1,9 @@
 """stdout sink: the lines as JSON objects on the shipper's stdout (``kubectl logs`` shows the
 access log structured). Same objects as the HTTP sink's NDJSON.
 
-Guarantee: at-least-once. A batch counts as delivered once written to the stdout pipe; after a
-crash the unacknowledged tail (at most ``--checkpoint-interval`` of acks plus the batches in
-flight) is written again, and nothing downstream de-duplicates it.
+Guarantee: at-least-once. A batch counts as delivered once written to the stdout pipe, and
+that is recorded in the state file before the next batch is written, so after a crash at most
+the batch being written is written again (nothing downstream de-duplicates it).
 """
 
 from __future__ import annotations

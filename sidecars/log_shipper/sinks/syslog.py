@@ -11,7 +11,8 @@ which is what the pipeline then checkpoints. Therefore:
   restarted between batches, loses nothing.
 - **Can be repeated:** a batch that failed part-way (connection error, timeout) is retried as a
   whole, so its lines that did arrive are sent again; and after a crash of the shipper the
-  lines since the last checkpoint are sent again.
+  batch that was being written (each written batch is recorded in the state file before the
+  next one is sent).
 Use the RELP sink where neither is acceptable.
 """
 

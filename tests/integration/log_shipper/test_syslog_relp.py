@@ -378,3 +378,42 @@ def test_shipper_sigkilled_mid_stream_relp_loses_nothing(
     repeated = sum(got.values()) - n
     assert repeated <= kills * 3 * batch_lines, (repeated, batch_lines)
     assert shipper.terminate() == 0
+
+
+def test_relp_after_sigkill_only_the_batch_in_flight_repeats(
+    tmp_path: Path, rsyslog: Rsyslog, shippers
+) -> None:
+    """RELP cannot de-duplicate, so each acknowledged batch is checkpointed before the next one
+    is sent: a SIGKILL repeats at most the batch in flight, however long the periodic
+    --checkpoint-interval (30 s here, longer than the whole test)."""
+    n, kills, size = 100_000, 4, 100
+    log = tmp_path / "logs" / "access.log"
+    log.parent.mkdir()
+    with open(log, "w") as out:
+        for i in range(n):
+            head = f'10.0.0.1 - - [24/Nov/2026:05:51:59 +0000] "GET /?id={i} HTTP/1.1" 200 '
+            out.write(head.ljust(size - 1, "x") + "\n")
+    batch_bytes = 64 * 1024
+    lines_per_batch = -(-batch_bytes // size)  # cut at the first line boundary at or past it
+    shipper = Shipper(
+        tmp_path / "shipper",
+        "--paths", str(log),
+        "--sink", f"relp=127.0.0.1:{rsyslog.relp_port}",
+        "--batch-bytes", str(batch_bytes),
+        "--checkpoint-interval", "30s",
+    )  # fmt: skip
+    shippers.append(shipper.start())
+    for kill in range(1, kills + 1):
+        wait_until(
+            lambda k=kill: len(rsyslog.raw_lines()) >= k * n // (kills + 1),
+            timeout=60,
+            what="progress before the next SIGKILL",
+        )
+        shipper.kill()
+        shipper.start()
+    wait_until(lambda: len(set(shipped(rsyslog, "imrelp"))) >= n, timeout=60, what="all lines")
+    got = shipped(rsyslog, "imrelp")
+    assert set(got) == set(range(n)), "lost lines"
+    repeated = sum(got.values()) - n
+    assert repeated <= kills * lines_per_batch, (repeated, lines_per_batch)
+    assert shipper.terminate() == 0
