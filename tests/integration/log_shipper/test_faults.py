@@ -44,6 +44,14 @@ def test_rename_rotation_with_reopen_under_load(tmp_path, nginx, receiver, shipp
     shippers.append(shipper.start())
     with Background(nginx.port, range(0, 4000)) as load:
         for generation in (1, 2, 3):
+            # A file renamed away before the shipper ever saw it under a watched name cannot be
+            # found by any tailer (the glob names only access.log): rotate only files it opened,
+            # as any real rotation cadence does (README: reading).
+            wait_until(
+                lambda g=generation: shipper.output().count('"reading file"') >= g,
+                timeout=30,
+                what=f"generation {generation} opened by the shipper",
+            )
             wait_until(lambda: logs.joinpath("access.log").stat().st_size > 20_000, timeout=30)
             os.rename(logs / "access.log", logs / f"access.log.{generation}")
             nginx.app.reopen_logs()  # nginx keeps writing the old file until USR1 is handled
