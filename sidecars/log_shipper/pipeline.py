@@ -220,16 +220,22 @@ class SinkPipeline:
             return None
         batch, generation = item
         outgoing = _Outgoing.of(batch, generation)
-        if self._prepare is not None:
-            try:
-                outgoing.prepared = await self._prepare(batch)
-            except Exception:  # a sink bug: _deliver's send() retries it, loudly
-                log.exception("sink failed to prepare a batch", extra=kv(sink=self.key))
-            else:
-                outgoing.batch = None  # the prepared form is all deliver() needs: free the lines
-        del batch, item
-        if outgoing.batch is None:
-            await self.queue.release(outgoing.nbytes)
+        # The boundary is written while the batch is encoded, not when its turn to be sent comes.
+        durable = asyncio.ensure_future(self.checkpointer.until_durable(generation))
+        try:
+            if self._prepare is not None:
+                try:
+                    outgoing.prepared = await self._prepare(batch)
+                except Exception:  # a sink bug: _deliver's send() retries it, loudly
+                    log.exception("sink failed to prepare a batch", extra=kv(sink=self.key))
+                else:
+                    outgoing.batch = None  # the prepared form is all deliver() needs
+            del batch, item
+            if outgoing.batch is None:
+                await self.queue.release(outgoing.nbytes)
+            await durable
+        finally:
+            durable.cancel()
         return outgoing
 
     async def _deliver(self, outgoing: _Outgoing) -> None:

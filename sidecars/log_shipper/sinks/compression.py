@@ -1,10 +1,10 @@
-"""gzip bodies for the HTTP-based sinks (Loki, NDJSON), compressed beside the event loop.
+"""gzip bodies for the HTTP-based sinks (Loki, NDJSON).
 
 Levels 1-3 use ISA-L's igzip (the ``isal`` package, a dependency of sidecars): on nginx NDJSON
-its level 1 is about 4x faster than zlib's level 1 at a slightly better ratio, which matters
-because compressing the batch costs as much CPU as encoding it. Levels 4-9 (and any level where
-``isal`` cannot be installed) use zlib. Either way the body is one standard gzip member, and
-both libraries release the GIL while they compress, so it runs on a worker thread.
+its level 1 is about 4x faster than zlib's level 1 at a slightly better ratio, fast enough to
+run on the event loop's thread. Levels 4-9 (and any level where ``isal`` cannot be installed)
+use zlib, on a worker thread (zlib releases the GIL). Either way the body is one standard gzip
+member.
 """
 
 from __future__ import annotations
@@ -53,20 +53,31 @@ def gzip(data: bytes, level: int, *, prefer_isal: bool = True) -> bytes:
 async def encode_pieces(pieces: Iterable[bytes], level: int, *, prefer_isal: bool = True) -> Body:
     """``b"".join(pieces)`` gzipped (``level`` 0: as is), with its Content-Encoding header.
 
-    The uncompressed body is never held whole: each piece is compressed on a worker thread
-    while the caller's iterator makes the next one on the event loop's thread."""
+    The uncompressed body is never held whole: pieces are compressed as the caller's iterator
+    makes them. igzip compresses a piece in well under a millisecond, less than handing it to
+    a thread would cost, so it runs here, yielding to the loop between pieces; zlib (levels
+    4-9, or no isal) runs on a worker thread while the next piece is being made."""
     if level <= 0:
         return b"".join(pieces), {}
-    loop = asyncio.get_running_loop()
     packer = compressor(level, prefer_isal=prefer_isal)
     out: list[bytes] = []
-    pending: asyncio.Future[bytes] | None = None
-    for piece in pieces:
+    if _is_isal(packer):
+        for piece in pieces:
+            out.append(packer.compress(piece))
+            await asyncio.sleep(0)
+    else:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[bytes] | None = None
+        for piece in pieces:
+            if pending is not None:
+                out.append(await pending)
+            # One call at a time on the compressor, in order: the previous one has returned.
+            pending = loop.run_in_executor(_worker(), packer.compress, piece)
         if pending is not None:
             out.append(await pending)
-        # One call at a time on the compressor, in order: the previous one has returned.
-        pending = loop.run_in_executor(_worker(), packer.compress, piece)
-    if pending is not None:
-        out.append(await pending)
     out.append(packer.flush())
     return b"".join(out), {"Content-Encoding": "gzip"}
+
+
+def _is_isal(packer: Any) -> bool:
+    return isal_zlib is not None and type(packer).__module__.startswith("isal")

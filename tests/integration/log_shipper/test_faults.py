@@ -202,6 +202,13 @@ def test_a_hanging_sink_does_not_stall_the_other(tmp_path, shippers):
         assert wait_for_ids(fast, 20000) == Counter(range(20000))
         assert hanging.stats()["lines"] == 0
         hanging_key = f"http={hanging.url}"
+        # Each sink's reader notices the new file on its own (a notification, or its next poll
+        # when the file appeared before its watcher was set up): wait until this one has read.
+        wait_until(
+            lambda: shipper.metric("log_shipper_read_lines_total", sink=hanging_key) > 0,
+            timeout=10,
+            what="the hanging sink's reader started",
+        )
         assert shipper.metric("log_shipper_queue_bytes", sink=hanging_key) <= 64 * 1024
         assert shipper.metric("log_shipper_lag_bytes", sink=hanging_key) > 0
         hanging.control(hang=False)
