@@ -406,6 +406,26 @@ def backlog_cases(work: Path, source: Path, gib: float) -> list[Case]:
 # --- main -----------------------------------------------------------------------------------
 
 
+def idle_rss_mb(work: Path) -> float:
+    """The shipper's RSS once started with nothing to ship (interpreter, imports, threads):
+    what the drain's peak RSS is measured on top of."""
+    run_dir = fresh(work, "idle")
+    empty = run_dir / "empty.log"
+    empty.write_bytes(b"")
+    cmd = shipper_cmd(empty, run_dir / "state.json", "http=http://127.0.0.1:9/ingest")
+    with running(cmd, run_dir / "out.log") as child:
+        status = Path(f"/proc/{child.popen.pid}/status")
+        wait_for("start-up", lambda: (run_dir / "state.json").exists(), child, 30)
+        time.sleep(1.0)  # settled: watcher thread up, first poll done
+        child.check_alive()
+        rss_kib = next(
+            int(line.split()[1])
+            for line in status.read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+    return rss_kib * 1024 / 1e6
+
+
 def machine_facts(sng_version: str | None) -> list[str]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -415,7 +435,8 @@ def machine_facts(sng_version: str | None) -> list[str]:
     rsyslog = subprocess.run([peers.RSYSLOGD, "-v"], capture_output=True, text=True).stdout
     return [
         f"Machine: nproc {os.cpu_count()}, CPU {cpu}, Linux {platform.release()}",
-        f"Python {platform.python_version()}; {sng_version or 'syslog-ng not used'}; "
+        f"Python {platform.python_version()} ({sys.executable}); "
+        f"{sng_version or 'syslog-ng not used'}; "
         f"{rsyslog.split(' compiled')[0].strip() if rsyslog else 'rsyslogd not found'}",
         "Shared machine: other engineers' work may run at the same time; load average "
         f"(1/5/15 min) at start: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}",
@@ -454,6 +475,11 @@ def main(argv: list[str] | None = None) -> int:
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine_facts(sng_version),
         source=f"{args.lines:,} lines, {nbytes / MIB:.1f} MiB ({nbytes / args.lines:.0f} B/line)",
+    )
+    idle = idle_rss_mb(WORK / "scratch")
+    header.machine.append(
+        f"log-shipper RSS after start-up with nothing to ship: {idle:.1f} MB "
+        "(the drain's peak RSS includes it)"
     )
     for line in header.machine:
         print(line)
