@@ -393,6 +393,14 @@ def backlog_cases(work: Path, source: Path, gib: float) -> list[Case]:
             lambda d: (shipper_cmd(big, d / "state.json", f"http={url}"), None),
         ),
         (
+            # The receiver shares the 2 cores: without gzip it does not spend them gunzipping.
+            Case(f"{gib:g} GiB backlog -> HTTP", "log-shipper (no gzip)"),
+            lambda d: (
+                shipper_cmd(big, d / "state.json", f"http={url}", "--gzip-level", "0"),
+                None,
+            ),
+        ),
+        (
             Case(f"{gib:g} GiB backlog -> HTTP", "syslog-ng http() (1 MiB batches, 2 workers)"),
             lambda d: _sng(sng, d, peers.syslog_ng_http_conf(big, url, MIB, 2)),
         ),

@@ -60,24 +60,22 @@ def _ndjson_piece(batch: Batch, after_stamp: bytes, start: int, stop: int) -> by
     count = stop - start
     lines, quoted = _escaped(batch.lines[start:stop])
     open_line, close_line = (b',"line":', b"") if quoted else (b',"line":"', b'"')
+    # '<ts>,"file":"...","offset":<offset>,"line":"' formatted in one call per line
+    head = (b"%d" + after_stamp.replace(b"%", b"%%") + b"%d" + open_line).__mod__
+    heads = map(head, zip(batch.timestamps[start:stop], batch.bounds[start:stop], strict=True))
     if batch.fields is None:
-        # ts, after_stamp, offset, open_line, line, close_line + ',"fields":null}\n{"ts_ns":'
-        parts = [close_line + b',"fields":null}\n{"ts_ns":'] * (6 * count)
-        parts[0::6] = map(_decimal, batch.timestamps[start:stop])
-        parts[1::6] = [after_stamp] * count
-        parts[2::6] = map(_decimal, batch.bounds[start:stop])
-        parts[3::6] = [open_line] * count
-        parts[4::6] = lines
+        # head, line, close_line + ',"fields":null}\n{"ts_ns":'
+        parts = [close_line + b',"fields":null}\n{"ts_ns":'] * (3 * count)
+        parts[0::3] = heads
+        parts[1::3] = lines
         parts[-1] = close_line + b',"fields":null}\n'
     else:
-        parts = [b'}\n{"ts_ns":'] * (8 * count)
-        parts[0::8] = map(_decimal, batch.timestamps[start:stop])
-        parts[1::8] = [after_stamp] * count
-        parts[2::8] = map(_decimal, batch.bounds[start:stop])
-        parts[3::8] = [open_line] * count
-        parts[4::8] = lines
-        parts[5::8] = [close_line + b',"fields":'] * count
-        parts[6::8] = _fields(batch.fields[start:stop])
+        # head, line, close_line + ',"fields":', fields, '}\n{"ts_ns":'
+        parts = [b'}\n{"ts_ns":'] * (5 * count)
+        parts[0::5] = heads
+        parts[1::5] = lines
+        parts[2::5] = [close_line + b',"fields":'] * count
+        parts[3::5] = _fields(batch.fields[start:stop])
         parts[-1] = b"}\n"
     return b'{"ts_ns":' + b"".join(parts)
 

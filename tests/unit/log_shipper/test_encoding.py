@@ -18,7 +18,7 @@ from sidecars.log_shipper.sinks.base import Batch
 # quotes, backslashes, every control character, non-ASCII, lone surrogates.
 TEXT = st.text(
     alphabet=st.one_of(
-        st.sampled_from('"\\/\t\x00\x1f\x7f\u2028é\ufffd😀 []{}'),
+        st.sampled_from('"\\/\t\x00\x1f\x7f\u2028é\ufffd😀 []{}%'),
         st.characters(codec="utf-8"),
         st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF),
     ),
