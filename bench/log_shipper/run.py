@@ -1,8 +1,10 @@
 """log-shipper throughput, peak RSS and CPU, side by side with syslog-ng and rsyslog.
 
-Run from the repository root:
+Run from the repository root, with the project's venv (``bash tests/run --install-only`` makes
+it) so the interpreter is set up like the image's; this machine's base interpreter also loads a
+site hook of the sandbox that adds memory to every Python process:
 
-    python -m bench.log_shipper.run                 # full run, rewrites RESULTS.md's numbers
+    .venv/bin/python -m bench.log_shipper.run       # full run, rewrites RESULTS.md's numbers
     python -m bench.log_shipper.run --repeat 1 --backlog-gib 0 --no-write   # a quick look
     python -m bench.log_shipper.run --only http     # sections: http, relp, syslog, backlog
 
@@ -477,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     sng_version = None
     if {"http", "syslog", "backlog"} & set(only):
         sng_version = peers.syslog_ng(WORK / "syslog-ng").version
-    command = "python -m bench.log_shipper.run " + shlex.join(argv or sys.argv[1:])
+    executable = Path(sys.executable)
+    python = executable.relative_to(REPO) if executable.is_relative_to(REPO) else "python"
+    command = f"{python} -m bench.log_shipper.run " + shlex.join(argv or sys.argv[1:])
     header = report.Header(
         command=command.strip(),
         date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
