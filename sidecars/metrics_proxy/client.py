@@ -5,13 +5,12 @@ reason (used as a metric label) and a one-line detail (used in logs)."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from sidecars import __version__
-from sidecars.metrics_proxy import http11
+from sidecars.runtime import http11
 
 
 @dataclass(frozen=True)
@@ -75,25 +74,10 @@ class Fetcher:
         self.target = target
         self.timeout = timeout
         self.max_bytes = max_bytes
-        parts = urlsplit(target.url)
         headers = {"User-Agent": f"sidecars-metrics-proxy/{__version__}"}
         if accept:
             headers["Accept"] = accept
-        if parts.username is not None:
-            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-        https = parts.scheme == "https"
-        host = parts.hostname or "localhost"
-        port = parts.port or (443 if https else 80)
-        self._client = http11.Client(
-            host=host,
-            port=port,
-            path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-            host_header=host if parts.port is None else f"{host}:{port}",
-            socket=target.socket,
-            tls=ssl.create_default_context() if https else None,
-            headers=headers,
-        )
+        self._client = http11.Client.for_url(target.url, socket=target.socket, headers=headers)
 
     async def get(self) -> Fetched:
         try:

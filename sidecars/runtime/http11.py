@@ -1,17 +1,23 @@
-"""A lean HTTP/1.1 GET client over one kept-alive connection (TCP, TLS or a unix socket).
+"""A lean HTTP/1.1 client for one URL over one kept-alive connection (TCP, TLS or a unix socket).
 
-Why not aiohttp's client: a scrape is one tiny GET to nginx, and aiohttp's per-request
-machinery (sessions, cookie jars, tracing, redirects) cost more CPU than everything else in a
-scrape together (measured in bench/metrics_proxy). This speaks just what a GET of a status page
-or a /metrics body needs: Content-Length, chunked or close-delimited bodies, keep-alive, and a
-hard cap on the body. Response parsing is pure (``ResponseParser``) and tested on its own.
+Used for the requests a sidecar repeats all day against one fixed URL: the metrics-proxy's
+scrapes (GET) and the log-shipper's pushes to Loki or an HTTP receiver (POST). Why not
+aiohttp's client: its per-request machinery (sessions, cookie jars, tracing, redirects) cost
+more CPU than everything else in a scrape together (bench/metrics_proxy), and importing it
+costs a process about 11 MB and 0.1 s at start (bench/log_shipper), which the log-shipper need
+not pay unless it serves /metrics. This speaks just what those requests need: Content-Length,
+chunked or close-delimited response bodies, interim 1xx answers, keep-alive, and a cap on the
+body kept. No redirects, proxies or cookies: a fixed endpoint has no use for them. Response
+parsing is pure (``ResponseParser``) and tested on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 
 class ProtocolError(Exception):
@@ -35,13 +41,19 @@ _MAX_HEAD = 64 * 1024
 
 @dataclass
 class ResponseParser:
-    """Feed bytes in; ``done`` once a whole response has been read."""
+    """Feed bytes in; ``done`` once a whole response has been read.
+
+    A body over ``max_body`` raises TooLarge, or with ``truncate`` is cut to its first
+    ``max_body`` bytes (the rest is read and dropped: an answer whose body only matters as an
+    error detail)."""
 
     max_body: int
+    truncate: bool = False
     response: Response | None = None
     done: bool = False
     _buffer: bytearray = field(default_factory=bytearray)
     _body: bytearray = field(default_factory=bytearray)
+    _received: int = 0  # body bytes read, kept or not
     _length: int | None = None  # Content-Length, when given
     _chunked: bool = False
     _until_close: bool = False
@@ -109,7 +121,7 @@ class ResponseParser:
             if not raw.isdigit():
                 raise ProtocolError(f"bad Content-Length {raw[:40]!r}")
             self._length = int(raw)
-            if self._length > self.max_body:
+            if self._length > self.max_body and not self.truncate:
                 raise TooLarge(f"Content-Length {self._length}")
         elif status in (204, 304):
             self._length = 0
@@ -121,8 +133,11 @@ class ResponseParser:
             raise ProtocolError(f"unrequested Content-Encoding {coding!r}")
 
     def _take(self, data: bytes | bytearray) -> None:
-        if len(self._body) + len(data) > self.max_body:
-            raise TooLarge(f"more than {len(self._body) + len(data)} bytes")
+        self._received += len(data)
+        if self._received > self.max_body:
+            if not self.truncate:
+                raise TooLarge(f"more than {self._received} bytes")
+            data = data[: max(0, self.max_body - len(self._body))]
         self._body += data
 
     def _finish(self) -> None:
@@ -135,10 +150,10 @@ class ResponseParser:
 
     def _parse_body(self) -> None:
         if self._length is not None:
-            need = self._length - len(self._body)
+            need = self._length - self._received
             self._take(self._buffer[:need])
             del self._buffer[:need]
-            if len(self._body) == self._length:
+            if self._received == self._length:
                 self._finish()
         elif self._chunked:
             self._parse_chunks()
@@ -172,8 +187,8 @@ class ResponseParser:
                 if size == 0:
                     self._trailers = True
                     continue
-                if len(self._body) + size > self.max_body:
-                    raise TooLarge(f"more than {len(self._body) + size} bytes")
+                if self._received + size > self.max_body and not self.truncate:
+                    raise TooLarge(f"more than {self._received + size} bytes")
                 self._chunk_left = size
             if self._chunk_left > 0:
                 if not self._buffer:
@@ -245,7 +260,7 @@ class _Connection(asyncio.Protocol):
 
 
 class Client:
-    """GET one URL repeatedly over a kept-alive connection; one request at a time."""
+    """Requests to one URL over a kept-alive connection; one request at a time."""
 
     def __init__(
         self,
@@ -259,11 +274,46 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> None:
         self.host, self.port, self.socket, self.tls = host, port, socket, tls
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host_header}", "Accept-Encoding: identity"]
+        self.path = path
+        lines = [f"Host: {host_header}", "Accept-Encoding: identity"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        self._request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self._fixed = "".join(f"{line}\r\n" for line in lines)
+        self._get = f"GET {path} HTTP/1.1\r\n{self._fixed}\r\n".encode("latin-1")
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def for_url(
+        cls,
+        url: str,
+        *,
+        socket: str | None = None,
+        headers: dict[str, str] | None = None,
+        ca_file: str | None = None,
+    ) -> Client:
+        """A client for an ``http://`` or ``https://`` URL (a password in it becomes basic
+        auth; https verifies against ``ca_file``, or the system CAs). With ``socket``, the
+        connection goes to that unix socket and the URL only names the request."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        https = parts.scheme == "https"
+        host = parts.hostname
+        port = parts.port or (443 if https else 80)
+        shown_host = f"[{host}]" if ":" in host else host
+        all_headers = dict(headers or {})
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            all_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+        return cls(
+            host=host,
+            port=port,
+            path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+            host_header=shown_host if parts.port is None else f"{shown_host}:{port}",
+            socket=socket,
+            tls=ssl.create_default_context(cafile=ca_file) if https else None,
+            headers=all_headers,
+        )
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -283,36 +333,57 @@ class Client:
     async def get(self, max_body: int) -> Response:
         """Raises OSError (connect), ssl.SSLError, ProtocolError, TooLarge or EOFError
         (cut off); the caller bounds the time with a timeout, which closes the connection."""
+        return await self._request((self._get,), max_body, truncate=False)
+
+    async def post(
+        self, body: bytes, headers: dict[str, str], *, max_body: int, truncate: bool = True
+    ) -> Response:
+        """POST ``body``; the answer's body is cut to ``max_body`` bytes unless ``truncate`` is
+        False (then TooLarge). Errors as for ``get``. A request that meets a kept-alive
+        connection the server had closed is sent once more on a fresh one, so the caller's
+        endpoint must tolerate a repeat (the log-shipper's sinks are idempotent)."""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        head = (
+            f"POST {self.path} HTTP/1.1\r\n{self._fixed}{extra}Content-Length: {len(body)}\r\n\r\n"
+        ).encode("latin-1")
+        return await self._request((head, body), max_body, truncate=truncate)
+
+    async def _request(
+        self, request: tuple[bytes, ...], max_body: int, *, truncate: bool
+    ) -> Response:
         async with self._lock:
             try:
-                return await self._get(max_body)
+                return await self._send(request, max_body, truncate)
             except BaseException:
                 self.close()
                 raise
 
-    async def _get(self, max_body: int) -> Response:
+    async def _send(self, request: tuple[bytes, ...], max_body: int, truncate: bool) -> Response:
         reused = self._conn is not None and not self._conn.closed
         if not reused:
             self._conn = await self._connect()
         try:
-            response = await self._exchange(self._conn, max_body)  # type: ignore[arg-type]
+            response = await self._exchange(self._conn, request, max_body, truncate)  # type: ignore[arg-type]
         except ProtocolError as exc:
             # A kept-alive connection the server closed while idle fails before any byte of
             # a response arrives: that is no answer at all, try once on a fresh connection.
             if not (reused and str(exc).startswith("connection closed before")):
                 raise
             self._conn = await self._connect()
-            response = await self._exchange(self._conn, max_body)
+            response = await self._exchange(self._conn, request, max_body, truncate)
         if not response.keep_alive:
             self.close()
         return response
 
-    async def _exchange(self, conn: _Connection, max_body: int) -> Response:
+    async def _exchange(
+        self, conn: _Connection, request: tuple[bytes, ...], max_body: int, truncate: bool
+    ) -> Response:
         if conn.closed or conn.transport is None:
             raise ProtocolError("connection closed before a complete response head")
-        conn.parser = ResponseParser(max_body)
+        conn.parser = ResponseParser(max_body, truncate)
         conn.waiter = asyncio.get_running_loop().create_future()
-        conn.transport.write(self._request)
+        for part in request:  # one write each: a large body is not copied to join it
+            conn.transport.write(part)
         try:
             return await conn.waiter
         finally:

@@ -1,10 +1,13 @@
-"""The lean HTTP/1.1 response parser, fed the way a socket delivers bytes."""
+"""The lean HTTP/1.1 client: its response parser, fed the way a socket delivers bytes, and how
+it reads a URL. (Over real sockets: the metrics-proxy and log-shipper integration tests.)"""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from sidecars.metrics_proxy.http11 import ProtocolError, ResponseParser, TooLarge
+from sidecars.runtime.http11 import Client, ProtocolError, ResponseParser, TooLarge
 
 
 def feed(raw: bytes, *, step: int | None = None, max_body: int = 1 << 20) -> ResponseParser:
@@ -121,3 +124,62 @@ def test_protocol_errors(raw: bytes, message: str) -> None:
 def test_body_over_the_cap(raw: bytes) -> None:
     with pytest.raises(TooLarge):
         feed(raw, max_body=10)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 400 Bad\r\nContent-Length: 11\r\n\r\nhello world",
+        b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
+        b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\nFFFFF\r\nhello ",
+        b"HTTP/1.0 400 Bad\r\n\r\nhello world",
+    ],
+    ids=["declared", "chunks", "huge-chunk-size", "close-delimited"],
+)
+def test_truncate_keeps_the_start_and_reads_past_the_rest(raw: bytes) -> None:
+    parser = ResponseParser(5, truncate=True)
+    parser.feed(raw)
+    if not parser.done:
+        with pytest.raises(EOFError) if b"FFFFF" in raw else contextlib.nullcontext():
+            parser.eof()
+    if parser.done:
+        assert parser.response is not None and parser.response.body == b"hello"
+        assert parser.response.status == 400
+
+
+def test_truncate_finds_the_end_of_a_long_declared_body() -> None:
+    parser = ResponseParser(3, truncate=True)
+    body = b"x" * 100_000
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + body
+    for i in range(0, len(raw), 4096):
+        parser.feed(raw[i : i + 4096])
+    assert parser.done and parser.response is not None
+    assert parser.response.body == b"xxx" and parser.response.keep_alive
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "path", "host_header", "auth"),
+    [
+        ("http://h/x?y=1", "h", 80, "/x?y=1", "h", None),
+        ("https://h:8443", "h", 8443, "/", "h:8443", None),
+        ("http://[::1]:3100/loki", "::1", 3100, "/loki", "[::1]:3100", None),
+        ("http://u%40x:p%3A@h/", "h", 80, "/", "h", "Basic dUB4OnA6"),
+    ],
+)  # fmt: skip
+def test_client_for_url(url, host, port, path, host_header, auth) -> None:
+    client = Client.for_url(url, headers={"User-Agent": "t"})
+    assert (client.host, client.port, client.path) == (host, port, path)
+    assert f"Host: {host_header}\r\n" in client._fixed
+    assert (
+        ("Authorization: " + auth + "\r\n" in client._fixed)
+        if auth
+        else ("Authorization" not in client._fixed)
+    )
+    assert (client.tls is not None) == url.startswith("https")
+
+
+@pytest.mark.parametrize("url", ["ftp://h/", "http:///path", "h:80"])
+def test_client_for_url_refuses_what_it_cannot_reach(url: str) -> None:
+    with pytest.raises(ValueError, match="expected an http:// or https:// URL"):
+        Client.for_url(url)
