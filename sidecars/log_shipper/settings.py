@@ -230,7 +230,8 @@ class Settings(CommonSettings):
     )
     ca_file: str | None = setting(
         None,
-        help="CA bundle (PEM) for tls:// syslog sinks (default: system CAs)",
+        help="CA bundle (PEM) to verify https:// Loki/HTTP and tls:// syslog sinks with "
+        "(default: system CAs)",
         parse=parse_ca_file,
         metavar="PATH",
     )

@@ -5,7 +5,8 @@
 and counted, not stored again) and appends what it stores to ``DIR/lines.ndjson`` (keys in
 ``DIR/keys.txt``), so a restarted receiver remembers what it had. Faults for tests:
 ``POST /control`` with ``{"status": 429, "count": N}`` answers the next N batches with that
-status, ``{"hang": true}`` holds every batch without answering until ``{"hang": false}``.
+status (and a ``Location`` header with ``"location": URL``), ``{"hang": true}`` holds every
+batch without answering until ``{"hang": false}``.
 ``GET /stats`` returns counters; ``GET /lines`` every stored line.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support.procs import Proc, free_port, http_get, port_open, wait_until
+from tests.support.procs import Proc, free_port, port_open, wait_until
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Store:
     )
     fault_status: int = 0
     fault_count: int = 0
+    fault_location: str | None = None
     hang: asyncio.Event = field(default_factory=asyncio.Event)  # set = not hanging
 
     def load(self) -> None:
@@ -73,7 +76,10 @@ async def ingest(request: web.Request) -> web.Response:
     if store.fault_count > 0:
         store.fault_count -= 1
         store.counters["faults"] += 1
-        return web.Response(status=store.fault_status, headers={"Retry-After": "0"})
+        headers = {"Retry-After": "0"}
+        if store.fault_location:
+            headers["Location"] = store.fault_location
+        return web.Response(status=store.fault_status, headers=headers)
     if request.headers.get("Content-Encoding") == "gzip":
         # aiohttp's server has already inflated the body (and answered 400 had it been
         # invalid gzip): count that the sender compressed.
@@ -102,6 +108,7 @@ async def control(request: web.Request) -> web.Response:
     order = await request.json()
     if "status" in order:
         store.fault_status, store.fault_count = int(order["status"]), int(order["count"])
+        store.fault_location = order.get("location")
     if "hang" in order:
         (store.hang.clear if order["hang"] else store.hang.set)()
     return web.json_response({"ok": True})
@@ -133,25 +140,45 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     args = parser.parse_args()
-    web.run_app(build_app(args.data), host=args.host, port=args.port, print=None)
+    context = None
+    if args.tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*args.tls)
+    web.run_app(
+        build_app(args.data), host=args.host, port=args.port, print=None, ssl_context=context
+    )
 
 
 # --- the tests' handle on the process ----------------------------------------------------------
 
 
 class Receiver:
-    """``host``: the address to listen on (e.g. a podman bridge's gateway, for a Pod)."""
+    """``host``: the address to listen on (e.g. a podman bridge's gateway, for a Pod);
+    ``tls``: (certificate, key) PEM files to serve HTTPS with; the tests' own requests to it
+    (stats, control) do not verify the certificate: what is under test is the sender's check."""
 
-    def __init__(self, root: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.root = root
         self.host = host
         self.port = port or free_port()
+        self.tls = tls
         self.proc: Proc | None = None
 
     @property
+    def base(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/ingest"
+        return f"{self.base}/ingest"
 
     def start(self) -> Receiver:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -166,6 +193,8 @@ class Receiver:
             "--data",
             str(self.root / "data"),
         ]
+        if self.tls:
+            args += ["--tls", str(self.tls[0]), str(self.tls[1])]
         self.proc = Proc(args, self.root / "receiver.out", cwd=Path(__file__).parents[2])
         wait_until(lambda: port_open(self.port, self.host), timeout=15, what="ndjson receiver port")
         return self
@@ -175,10 +204,14 @@ class Receiver:
             self.proc.stop()
             self.proc = None
 
+    def _open(self, request: urllib.request.Request) -> bytes:
+        context = ssl._create_unverified_context() if self.tls else None
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+            assert response.status == 200
+            return response.read()  # type: ignore[no-any-return]
+
     def _get(self, path: str) -> Any:
-        status, body, _ = http_get(f"http://{self.host}:{self.port}{path}", timeout=30)
-        assert status == 200, body
-        return json.loads(body)
+        return json.loads(self._open(urllib.request.Request(self.base + path)))
 
     def stats(self) -> dict[str, int]:
         return self._get("/stats")  # type: ignore[no-any-return]
@@ -188,12 +221,11 @@ class Receiver:
 
     def control(self, **order: Any) -> None:
         request = urllib.request.Request(
-            f"http://{self.host}:{self.port}/control",
+            f"{self.base}/control",
             data=json.dumps(order).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 200
+        self._open(request)
 
 
 if __name__ == "__main__":

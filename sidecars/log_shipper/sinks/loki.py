@@ -11,14 +11,11 @@ counted (reason ``http_400``), which is what Loki itself decided.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-
-import aiohttp
 
 from sidecars.log_shipper.encode import loki_push_pieces
-from sidecars.log_shipper.sinks.base import Batch, Record
+from sidecars.log_shipper.sinks.base import Batch
 from sidecars.log_shipper.sinks.compression import Body, encode_pieces
-from sidecars.log_shipper.sinks.httpcommon import post
+from sidecars.log_shipper.sinks.httpcommon import HttpPostSink
 from sidecars.log_shipper.sinks.options import SinkOptions
 
 PUSH_PATH = "/loki/api/v1/push"
@@ -41,36 +38,14 @@ def auth_headers(options: SinkOptions) -> dict[str, str]:
     return headers
 
 
-class LokiSink:
+class LokiSink(HttpPostSink):
     name = "loki"
-    deduplicates = True  # identical entries (same labels, timestamp and line) are dropped
 
     def __init__(self, url: str, options: SinkOptions) -> None:
-        self.url = push_url(url)
-        self.options = options
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.options.send_timeout),
-            headers={"User-Agent": self.options.user_agent, **auth_headers(self.options)},
-        )
+        super().__init__(push_url(url), options, auth_headers(options))
 
     async def prepare(self, batch: Batch) -> Body:
         pieces = loki_push_pieces(batch, self.options.loki_labels)
         body, headers = await encode_pieces(pieces, self.options.gzip_level)
         headers["Content-Type"] = "application/json"
         return body, headers
-
-    async def deliver(self, prepared: Body) -> None:
-        assert self._session is not None, "start() first"
-        await post(self._session, self.url, *prepared)
-
-    async def send(self, batch: Sequence[Record]) -> None:
-        assert isinstance(batch, Batch)
-        await self.deliver(await self.prepare(batch))
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None

@@ -18,6 +18,6 @@ class SinkOptions:
     loki_bearer_token: str | None = None
     # HTTP NDJSON
     http_headers: dict[str, str] = field(default_factory=dict)
-    # syslog / RELP (TLS trust for tls:// URLs; None = system CAs)
+    # TLS trust for https:// (Loki, HTTP) and tls:// (syslog, RELP) URLs; None = system CAs
     ca_file: str | None = None
     hostname: str = "-"  # RFC 5424 HOSTNAME (the Pod name when set through the Downward API)
