@@ -117,12 +117,19 @@ class SinkPipeline:
                 if not self.queue.has_room(self.batcher.open_bytes()):
                     await self._until_room(stop)
                     continue
-                due = self.batcher.next_due()
-                wait = _IDLE_TICK if due is None else min(_IDLE_TICK, due - time.monotonic())
-                try:
-                    chunk = await asyncio.wait_for(self.tailer.__anext__(), max(0.0, wait))
-                except TimeoutError:
-                    chunk = None
+                # The loop runs the sender between reads. Awaiting before a read, never between
+                # a read and its use, keeps cancellation from losing a chunk.
+                await asyncio.sleep(0)
+                chunk = self.tailer.read_ready()  # a backlog is read without a task per chunk
+                if chunk is None:
+                    due = self.batcher.next_due()
+                    wait = _IDLE_TICK if due is None else min(_IDLE_TICK, due - time.monotonic())
+                    try:
+                        chunk = await asyncio.wait_for(self.tailer.__anext__(), max(0.0, wait))
+                    except TimeoutError:
+                        chunk = None
+                    except StopAsyncIteration:  # the tailer was closed: a forced stop
+                        break
                 if chunk is not None:
                     batches = self._process(chunk)
                     chunk = None  # its raw lines are not needed while waiting for the queue

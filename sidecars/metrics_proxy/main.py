@@ -8,7 +8,6 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from sidecars.metrics_proxy.access_log import AccessLogMetrics
 from sidecars.metrics_proxy.auth import Guard, SecretFile
@@ -22,7 +21,7 @@ from sidecars.runtime import lifecycle, logs
 from sidecars.runtime.nginx_log import LogFormatParser, load_log_format
 from sidecars.runtime.server import Handler
 from sidecars.runtime.settings import SettingsError
-from sidecars.runtime.tail import StartAt, Tailer
+from sidecars.runtime.tail import Tailer
 
 log = logging.getLogger("sidecars.metrics_proxy")
 
@@ -54,19 +53,6 @@ def guard_for(settings: MetricsProxySettings) -> Guard:
             else None
         ),
     )
-
-
-def start_at(path: Path, settings: MetricsProxySettings) -> StartAt:
-    """The tailer settles a file's identity at its first complete line and applies "end" only
-    then; for a log that is still empty at start that would skip every line written before
-    the first one was noticed. Empty (or not yet created) is read from the beginning: its
-    "end" is 0 anyway."""
-    if settings.access_log_start == "beginning":
-        return "beginning"
-    try:
-        return "end" if path.stat().st_size > 0 else "beginning"
-    except OSError:
-        return "beginning"
 
 
 class MetricsProxy:
@@ -134,7 +120,8 @@ class MetricsProxy:
         try:
             if settings.access_log is not None:
                 tailer = Tailer(
-                    [str(settings.access_log)], start_at=start_at(settings.access_log, settings)
+                    [str(settings.access_log)],
+                    start_at=settings.access_log_start,  # type: ignore[arg-type]
                 )
                 # The first scan fixes where reading starts; only then is it "ready", so
                 # requests sent after /readyz answers 200 are all counted.

@@ -92,6 +92,7 @@ class _Source:
     ino: int
     initial: bool  # found by the first scan: start_at/positions apply
     size: int = 0
+    opened_size: int = 0  # its size when opened: where start_at="end" starts
     fingerprint: str | None = None
     fingerprint_size: int = 0
     gone: bool = False  # no watched name leads to it any more (renamed away or deleted)
@@ -189,16 +190,24 @@ class Tailer:
         # between a read and its return, keeps cancellation from losing a chunk.
         await asyncio.sleep(0)
         while not self._closed:
-            if self._wake.is_set() or time.monotonic() >= self._next_scan:
-                self._wake.clear()
-                self.scan()
-            chunk = self._read_some()
+            chunk = self.read_ready()
             if chunk is not None:
                 return chunk
             timeout = max(0.0, self._next_scan - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
         raise StopAsyncIteration
+
+    def read_ready(self) -> Chunk | None:
+        """The next chunk if one can be read without waiting (after a scan, when one is due);
+        None otherwise. For a caller that reads a backlog in a loop without a task per chunk:
+        it must let the loop run between calls, as ``__anext__`` does."""
+        if self._closed:
+            return None
+        if self._wake.is_set() or time.monotonic() >= self._next_scan:
+            self._wake.clear()
+            self.scan()
+        return self._read_some()
 
     def wake(self) -> None:
         """Look at the files now rather than at the next poll."""
@@ -278,7 +287,9 @@ class Tailer:
             os.close(fd)  # replaced between stat and open: the next scan sees the new one
             return
         self._warned.discard(path)
-        source = _Source(fd, path, key[0], key[1], self._first_scan, info.st_size, changed_at=now)
+        source = _Source(
+            fd, path, key[0], key[1], self._first_scan, info.st_size, info.st_size, changed_at=now
+        )
         self._sources[key] = source
         self.stats.files_opened += 1
         log.info("file opened", extra=kv(path=path, size=info.st_size))
@@ -325,7 +336,9 @@ class Tailer:
             position = known
             how = "checkpoint"
         elif source.initial and self.start_at == "end":
-            position = source.size
+            # The end as it was at start, not when the identity settled (at the first complete
+            # line): lines written in between are new lines, to be read.
+            position = min(source.opened_size, source.size)
             how = "end"
         else:
             position = 0

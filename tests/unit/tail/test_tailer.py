@@ -82,6 +82,23 @@ async def test_reads_existing_then_appended_lines_and_holds_partial(tmp_path, ta
     assert tail.chunks[-1].bounds[-1] == log.stat().st_size
 
 
+async def test_read_ready_drains_a_backlog_without_waiting_then_says_none(tmp_path, tail_factory):
+    log = tmp_path / "access.log"
+    write(log, numbered("a", 0, 5000))
+    tail = tail_factory(str(log), read_bytes=4096)
+    chunks = []
+    while (chunk := tail.tailer.read_ready()) is not None:
+        chunks.append(chunk)
+    assert len(chunks) > 10, "read in read_bytes pieces"
+    assert [line for c in chunks for line in c.lines] == numbered("a", 0, 5000).splitlines()
+    assert chunks[-1].bounds[-1] == log.stat().st_size
+    write(log, numbered("b", 0, 1))
+    assert tail.tailer.read_ready() is not None  # the file is read again as it grows
+    await tail.tailer.aclose()
+    write(log, numbered("c", 0, 1))
+    assert tail.tailer.read_ready() is None
+
+
 async def test_start_at_end_skips_existing_content(tmp_path, tail_factory):
     log = tmp_path / "access.log"
     write(log, numbered("old", 0, 5) + b"half")
@@ -89,6 +106,25 @@ async def test_start_at_end_skips_existing_content(tmp_path, tail_factory):
     await tail.quiet()
     write(log, b" of it\n" + numbered("new", 0, 2))
     assert await tail.until(2) == [b"new line 0", b"new line 1"]
+
+
+async def test_start_at_end_is_the_end_at_start_not_when_the_first_line_arrives(
+    tmp_path, tail_factory
+):
+    """ "end" means the file's size when the tailer first saw it: a log that was empty (or held
+    only a partial line) then is read from there, although its identity settles only with its
+    first complete line, later."""
+    empty, partial = tmp_path / "empty.log", tmp_path / "partial.log"
+    write(empty, b"")
+    write(partial, b"half a li")
+    tail = tail_factory(str(tmp_path / "*.log"), start_at="end")
+    tail.tailer.scan()
+    write(empty, numbered("e", 0, 3))
+    write(partial, b"ne\n" + numbered("p", 0, 2))
+    lines = await tail.until(5)
+    assert sorted(lines) == sorted(
+        numbered("e", 0, 3).splitlines() + numbered("p", 0, 2).splitlines()
+    )
 
 
 async def test_positions_resume_where_a_checkpoint_says(tmp_path, tail_factory):
