@@ -151,12 +151,15 @@ def post(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5).read()
 
 
-def shipper_cmd(source: Path, state: Path, sink: str, *extra: str) -> list[str]:
+def shipper_cmd(
+    source: Path, state: Path, sink: str, *extra: str, listen: str = "off"
+) -> list[str]:
+    """``listen``: "off" like the peers (no health server), or HOST:PORT as in a Pod."""
     script = Path(sys.executable).with_name("sidecars")
     head = [str(script)] if script.exists() else [sys.executable, "-m", "sidecars"]
     return [
         *head, "log-shipper", "--paths", str(source), "--state-file", str(state),
-        "--sink", sink, "--listen", "off", "--log-level", "warning", *extra,
+        "--sink", sink, "--listen", listen, "--log-level", "warning", *extra,
     ]  # fmt: skip
 
 
@@ -403,6 +406,16 @@ def backlog_cases(work: Path, source: Path, gib: float) -> list[Case]:
             ),
         ),
         (
+            # As in a Pod: serving /healthz, /readyz and /metrics (aiohttp's server loaded).
+            Case(f"{gib:g} GiB backlog -> HTTP", "log-shipper (defaults, --listen on)"),
+            lambda d: (
+                shipper_cmd(
+                    big, d / "state.json", f"http={url}", listen=f"127.0.0.1:{free_port()}"
+                ),
+                None,
+            ),
+        ),
+        (
             Case(f"{gib:g} GiB backlog -> HTTP", "syslog-ng http() (1 MiB batches, 2 workers)"),
             lambda d: _sng(sng, d, peers.syslog_ng_http_conf(big, url, MIB, 2)),
         ),
@@ -416,13 +429,15 @@ def backlog_cases(work: Path, source: Path, gib: float) -> list[Case]:
 # --- main -----------------------------------------------------------------------------------
 
 
-def idle_rss_mb(work: Path) -> float:
+def idle_rss_mb(work: Path, listen: str = "off") -> float:
     """The shipper's RSS once started with nothing to ship (interpreter, imports, threads):
     what the drain's peak RSS is measured on top of."""
     run_dir = fresh(work, "idle")
     empty = run_dir / "empty.log"
     empty.write_bytes(b"")
-    cmd = shipper_cmd(empty, run_dir / "state.json", "http=http://127.0.0.1:9/ingest")
+    cmd = shipper_cmd(
+        empty, run_dir / "state.json", "http=http://127.0.0.1:9/ingest", listen=listen
+    )
     with running(cmd, run_dir / "out.log") as child:
         status = Path(f"/proc/{child.popen.pid}/status")
         wait_for("start-up", lambda: (run_dir / "state.json").exists(), child, 30)
@@ -489,9 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         source=f"{args.lines:,} lines, {nbytes / MIB:.1f} MiB ({nbytes / args.lines:.0f} B/line)",
     )
     idle = idle_rss_mb(WORK / "scratch")
+    serving = idle_rss_mb(WORK / "scratch", listen=f"127.0.0.1:{free_port()}")
     header.machine.append(
-        f"log-shipper RSS after start-up with nothing to ship: {idle:.1f} MB "
-        "(the drain's peak RSS includes it)"
+        f"log-shipper RSS after start-up with nothing to ship: {idle:.1f} MB with --listen off "
+        f"as in the runs below, {serving:.1f} MB serving /metrics (the drain's peak RSS includes "
+        "it)"
     )
     for line in header.machine:
         print(line)
