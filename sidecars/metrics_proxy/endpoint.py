@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from sidecars.metrics_proxy.auth import Guard
 from sidecars.metrics_proxy.exposition import negotiate
 from sidecars.metrics_proxy.scrape import Scraper
 from sidecars.metrics_proxy.telemetry import Telemetry
-from sidecars.runtime.server import Handler
+from sidecars.runtime.server import Handler, Request, Response, text_response
 
 
 def accepts_gzip(header: str) -> bool:
@@ -20,21 +18,17 @@ def accepts_gzip(header: str) -> bool:
 
 
 def metrics_endpoint(scraper: Scraper, guard: Guard, telemetry: Telemetry) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        if guard.enabled and not guard.allows(request.headers.get("Authorization")):
+    async def handle(request: Request) -> Response:
+        if guard.enabled and not guard.allows(request.headers.get("authorization")):
             telemetry.scraped("unauthorized")
-            return web.Response(
-                status=401,
-                text="unauthorized\n",
-                headers={"WWW-Authenticate": guard.challenge()},
-            )
-        fmt = negotiate(request.headers.get("Accept", ""))
-        compressed = accepts_gzip(request.headers.get("Accept-Encoding", ""))
+            return text_response(401, "unauthorized\n", {"WWW-Authenticate": guard.challenge()})
+        fmt = negotiate(request.headers.get("accept", ""))
+        compressed = accepts_gzip(request.headers.get("accept-encoding", ""))
         snapshot = await scraper.snapshot()
         headers = {"Content-Type": fmt.content_type, "Vary": "Accept, Accept-Encoding"}
         if compressed:
             headers["Content-Encoding"] = "gzip"
         telemetry.scraped("ok")
-        return web.Response(body=snapshot.body(fmt, compressed), headers=headers)
+        return Response(200, snapshot.body(fmt, compressed), headers)
 
     return handle

@@ -143,10 +143,11 @@ async def _main(
     runner = None
     if settings.listen is not None:
         try:
-            from sidecars.runtime import server  # only parts that listen load aiohttp.web
+            from sidecars.runtime import server  # only parts that listen load the server
 
-            app = server.build_app(health, registry, handler)
-            runner = await server.start(app, settings.listen, ssl_context)
+            runner = await server.start(
+                server.routes(health, registry, handler), settings.listen, ssl_context
+            )
         except OSError as exc:
             log.error("cannot listen", extra=logs.kv(listen=str(settings.listen), error=str(exc)))
             return 1
@@ -170,7 +171,7 @@ async def _main(
             return 1
     finally:
         if runner is not None:
-            await runner.cleanup()
+            await runner.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)

@@ -37,8 +37,6 @@ def configure(part: str, level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiohttp's access log would print one non-JSON line per probe and scrape.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # watchfiles logs "N changes detected" at INFO for every event batch.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
 

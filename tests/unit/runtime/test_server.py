@@ -1,0 +1,211 @@
+"""The health/metrics server: its head parser, and the server itself over real sockets (TCP and
+TLS) with the clients that meet it in a Pod (kubelet-style one-shot GETs, Prometheus' kept-alive
+scrapes) and the ones it must refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from collections.abc import AsyncIterator
+
+import pytest
+import trustme
+from prometheus_client import CollectorRegistry, Counter
+
+from sidecars.runtime.health import Health
+from sidecars.runtime.http11 import Client, ProtocolError
+from sidecars.runtime.parsers import HostPort
+from sidecars.runtime.server import (
+    BadRequest,
+    Request,
+    Response,
+    Server,
+    parse_head,
+    render,
+    routes,
+)
+
+# --- the head parser -------------------------------------------------------------------------
+
+
+def test_parse_head() -> None:
+    head = parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: a\r\naccept: b")
+    assert (head.method, head.path, head.version) == ("GET", "/metrics", "HTTP/1.1")
+    assert head.headers == {"host": "a", "accept": "a, b"}
+    assert head.keep_alive
+    assert parse_head(b"GET http://h:1/readyz HTTP/1.1").path == "/readyz"
+    assert parse_head(b"GET http://h:1 HTTP/1.1").path == "/"
+    assert not parse_head(b"GET / HTTP/1.1\r\nConnection: close").keep_alive
+    assert not parse_head(b"GET / HTTP/1.0").keep_alive
+    assert parse_head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").keep_alive
+    assert parse_head(b"GET / HTTP/1.1\r\nContent-Length: 0").path == "/"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"GET /", "bad request line"),
+        (b"GET / HTTP/2.0", "bad request line"),
+        (b"G3T / HTTP/1.1", "bad request line"),
+        (b"GET metrics HTTP/1.1", "bad request target"),
+        (b"GET / HTTP/1.1\r\nNo colon here", "bad header line"),
+        (b"GET / HTTP/1.1\r\nA: 1\r\n folded", "bad header line"),
+        (b"GET / HTTP/1.1\r\nName : v", "bad header line"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3", "request bodies"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked", "request bodies"),
+    ],
+)
+def test_parse_head_refuses(raw: bytes, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        parse_head(raw)
+
+
+def test_render() -> None:
+    response = Response(503, b"{}", {"Content-Type": "application/json"})
+    assert render(response, head_only=False, close=True) == (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n\r\n{}"
+    )
+    assert render(response, head_only=True, close=False).endswith(b"json\r\n\r\n")
+
+
+# --- the server over sockets -----------------------------------------------------------------
+
+
+class Served:
+    def __init__(self, server: Server, health: Health, counter: Counter) -> None:
+        self.server, self.health, self.counter = server, health, counter
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def exchange(self, raw: bytes, *, until_close: bool = True) -> bytes:
+        """Send raw bytes, return everything read until the server closes."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(raw)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    health = Health(stale_after=None)
+    registry = CollectorRegistry()
+    counter = Counter("things", "things done", registry=registry)
+
+    async def boom(_: Request) -> Response:
+        raise RuntimeError("handler bug")
+
+    server = Server({**routes(health, registry), "/boom": boom}, head_timeout=0.3, idle_timeout=0.6)
+    await server.start(HostPort("127.0.0.1", 0))
+    try:
+        yield Served(server, health, counter)
+    finally:
+        await server.close()
+
+
+async def test_probes_and_metrics_over_one_kept_alive_connection(served: Served) -> None:
+    served.counter.inc(3)
+    client = Client.for_url(f"http://127.0.0.1:{served.port}/readyz")
+    try:
+        response = await client.get(1 << 20)
+        assert response.status == 503 and response.keep_alive
+        assert json.loads(response.body) == {"status": "fail", "detail": "starting"}
+        served.health.set_ready(True, "serving")
+        response = await client.get(1 << 20)
+        assert response.status == 200
+        assert json.loads(response.body) == {"status": "ok", "detail": "serving"}
+        assert response.headers["content-type"] == "application/json"
+    finally:
+        client.close()
+    metrics = Client.for_url(
+        f"http://127.0.0.1:{served.port}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    )
+    try:
+        response = await metrics.get(1 << 20)
+        assert response.headers["content-type"].startswith("application/openmetrics-text")
+        assert b"things_total 3.0" in response.body and response.body.endswith(b"# EOF\n")
+    finally:
+        metrics.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
+    raw = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"DELETE /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    answer = await served.exchange(raw)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"200", b"404", b"405", b"500"]
+    assert b"Allow: GET, HEAD" in answer
+    # HEAD: the metrics body's length announced, no body: the next answer follows the head.
+    second = answer.index(b"HTTP/1.1 200 OK", 1)
+    blank = answer.index(b"\r\n\r\n", second)
+    assert answer[blank + 4 :].startswith(b"HTTP/1.1 404")
+    assert b"Content-Length: 0" not in answer[second:blank]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"BOGUS\r\n\r\n", b"400"),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", b"400"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"x" * (20 * 1024) + b"\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"x" * (20 * 1024), b"431"),
+    ],
+    ids=["garbage", "body", "huge-head", "huge-unfinished-head"],
+)
+async def test_bad_requests_get_an_answer_and_the_connection_closes(
+    served: Served, raw: bytes, status: bytes
+) -> None:
+    answer = await served.exchange(raw)
+    assert answer.startswith(b"HTTP/1.1 " + status)
+    assert b"Connection: close" in answer
+
+
+async def test_http10_is_closed_after_its_answer(served: Served) -> None:
+    answer = await served.exchange(b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b'"}')
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"GET /healthz HTTP/1.1\r\nHost"], ids=["idle", "unfinished-head"]
+)
+async def test_idle_and_stalled_connections_are_closed(served: Served, raw: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await served.exchange(raw) == b""
+    assert loop.time() - started < 5
+    assert not served.server.connections
+
+
+async def test_tls(tmp_path) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    health = Health(stale_after=None)
+    server = Server(routes(health, CollectorRegistry()))
+    await server.start(HostPort("127.0.0.1", 0), context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    client = Client.for_url(f"https://127.0.0.1:{server.port}/healthz", ca_file=str(ca_file))
+    try:
+        response = await client.get(1 << 20)
+        assert response.status == 200
+        plain = Client.for_url(f"http://127.0.0.1:{server.port}/healthz")
+        with pytest.raises((ProtocolError, ConnectionError)):
+            await asyncio.wait_for(plain.get(1 << 20), 5)
+        plain.close()
+    finally:
+        client.close()
+        await server.close()
