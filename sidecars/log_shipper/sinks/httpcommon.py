@@ -7,6 +7,7 @@ import asyncio
 import email.utils
 import ssl
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from sidecars.log_shipper.sinks.base import Batch, Record, SinkError
@@ -50,7 +51,7 @@ def _failed(reason: str, detail: str) -> SinkError:
     return error
 
 
-class HttpPostSink:
+class HttpPostSink(ABC):
     """A sink that POSTs each prepared batch to one URL; subclasses define ``prepare``."""
 
     deduplicates = True  # Loki drops identical entries; receivers honour Idempotency-Key
@@ -66,8 +67,9 @@ class HttpPostSink:
             self.url, headers=self._headers, ca_file=self.options.ca_file
         )
 
+    @abstractmethod
     async def prepare(self, batch: Batch) -> Body:
-        raise NotImplementedError
+        """The batch's body (uncompressed) and its headers."""
 
     async def deliver(self, prepared: Body) -> None:
         """POST and raise SinkError unless the answer is 2xx."""
