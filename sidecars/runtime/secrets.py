@@ -18,6 +18,7 @@ import ctypes
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -29,6 +30,7 @@ log = logging.getLogger("sidecars.runtime.secrets")
 T = TypeVar("T")
 
 MAX_SECRET_BYTES = 64 * 1024  # a token, a password, a header: far less; /dev/zero is refused
+_RACY_NS = 2 * 10**9
 # Bytes that would end or split an HTTP header line, or that no credential holds.
 _FORBIDDEN = frozenset(chr(c) for c in range(32) if c != 9) | {"\x7f"}
 
@@ -80,43 +82,46 @@ class FileSecret(Generic[T]):
         self.setting = setting
         self.path = path
         self._parse = parse
-        self._signature: tuple[int, ...] | None = None
-        self._value: T
         self._trouble: str | None = None  # the error logged last, so it is logged once
-        self._value, self._signature = self._read()
+        self._value, self._signature, self._racy = self._read()
 
-    def _read(self) -> tuple[T, tuple[int, ...]]:
+    def _read(self) -> tuple[T, tuple[int, ...], bool]:
         text, signature = read_secret_file(self.path)
         try:
-            return self._parse(text), signature
+            value = self._parse(text)
         except ValueError as exc:
             raise ValueError(f"{self.path}: {exc}") from None
+        # File times tick coarsely (a jiffy): a rewrite of the same size within the same tick
+        # leaves the signature as it was. Until the file is older than that, read it each time
+        # (what git calls "racily clean").
+        racy = time.time_ns() - signature[3] < _RACY_NS
+        return value, signature, racy
 
     def get(self) -> T:
         """The current value: the file's, or the last good one while the file is unusable."""
         try:
-            changed = _signature(os.stat(self.path)) != self._signature
+            signature = _signature(os.stat(self.path))
         except OSError as exc:
             self._keep_last(f"cannot read {self.path}: {exc.strerror or exc}")
             return self._value
-        if changed:
-            try:
-                self._value, self._signature = self._read()
-            except ValueError as exc:
-                self._keep_last(str(exc))
-                return self._value
-            if self._trouble is not None:
-                log.info(
-                    "secret file usable again",
-                    extra=kv(setting=self.setting, path=str(self.path)),
-                )
-                self._trouble = None
-            else:
-                log.info("secret file changed", extra=kv(setting=self.setting, path=str(self.path)))
-        return self._value
+        if signature == self._signature and not self._racy and self._trouble is None:
+            return self._value
+        try:
+            value, self._signature, self._racy = self._read()
+        except ValueError as exc:
+            self._keep_last(str(exc))
+            return self._value
+        fields = kv(setting=self.setting, path=str(self.path))
+        if self._trouble is not None:
+            log.info("secret file usable again", extra=fields)
+            self._trouble = None
+        elif value != self._value:
+            log.info("secret file changed", extra=fields)
+        self._value = value
+        return value
 
     def _keep_last(self, error: str) -> None:
-        # The signature is left as it was, so every use retries the read until it succeeds.
+        # The signature is left as it was, so every use tries again until a read succeeds.
         if error != self._trouble:
             log.warning(
                 "secret file unusable, keeping the last good value",
