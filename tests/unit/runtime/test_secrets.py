@@ -116,11 +116,12 @@ def test_one_trailing_newline_is_stripped_nothing_else(tmp_path: Path) -> None:
         (lambda p: None, "cannot read .*No such file"),
         (lambda p: p.mkdir(), "not a regular file"),
         (lambda p: os.mkfifo(p), "not a regular file"),  # must not hang the open
+        (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),  # endless
         (lambda p: p.write_bytes(b"x" * (64 * 1024 + 1)), "larger than 65536 bytes"),
         (lambda p: p.write_text("a\x00b"), "control character"),
         (lambda p: (p.write_text("x"), p.chmod(0)), None),
     ],
-    ids=["missing", "directory", "fifo", "too-large", "nul", "unreadable"],
+    ids=["missing", "directory", "fifo", "dev-zero", "too-large", "nul", "unreadable"],
 )
 def test_start_errors_name_the_setting_and_the_file(tmp_path: Path, make, why) -> None:
     path = tmp_path / "secret"
