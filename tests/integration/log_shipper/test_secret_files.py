@@ -167,6 +167,43 @@ def test_http_header_file_and_basic_auth_rotated(
     assert_not_exposed(basic, "pw-one")
 
 
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_huge_file_rotated_in_is_refused_without_reading_it(
+    tmp_path: Path, shippers: list[Shipper]
+) -> None:
+    # Memory as the attack: the Secret's key swapped for a 4 GiB (sparse) file. The shipper
+    # reads at most 64 KiB of it, keeps the last good token and its peak RSS does not move.
+    volume = SecretVolume(tmp_path / "secret", {"loki-token": "small-token"})
+    loki = FakeLoki(tmp_path / "loki", "--bearer", "small-token").start()
+    try:
+        log = tmp_path / "app.log"
+        write(log, 0, 10)
+        shipper = Shipper(
+            tmp_path / "s", "--paths", str(log), "--sink", f"loki={loki.url}",
+            "--batch-wait", "100ms", "--loki-bearer-token-file", str(volume.path("loki-token")),
+        )  # fmt: skip
+        shippers.append(shipper.start())
+        wait_until(lambda: loki.stats()["entries"] == 10, timeout=30, what="10 entries")
+        assert shipper.proc is not None
+        before = vm_hwm_kib(shipper.proc.pid)
+        volume.update({"loki-token": "placeholder"})
+        with open(os.path.realpath(volume.path("loki-token")), "r+b") as out:
+            out.truncate(4 * 1024**3)
+        write(log, 10, 20)
+        wait_until(lambda: loki.stats()["entries"] == 20, timeout=30, what="20 entries")
+        assert vm_hwm_kib(shipper.proc.pid) - before < 8 * 1024, before
+        assert "larger than 65536 bytes" in shipper.output()
+        assert loki.stats()["rejected_requests"] == 0  # the last good token went on working
+    finally:
+        loki.stop()
+
+
 # --- what a same-UID process without capabilities (nginx) can read through /proc ------------
 
 SETPRIV = shutil.which("setpriv")
