@@ -164,9 +164,10 @@ def check_credentials(s: Settings) -> None:
         else:
             inline = {name.lower() for name, _ in s.http_header}
             from_files = {secret.get()[0].lower(): secret for secret in s.http_header_file}
-            for name in sorted(inline & set(from_files)):
+            clash = sorted(inline & set(from_files))
+            if clash:
                 raise _one_of(
-                    _named("http_header"), _named("http_header_file"), f"both set header {name}"
+                    _named("http_header"), _named("http_header_file"), f"both set header {clash[0]}"
                 )
             if has_user and "authorization" in inline | set(from_files):
                 where = "http_header" if "authorization" in inline else "http_header_file"
