@@ -192,7 +192,10 @@ class Settings(CommonSettings):
                 f"({self.interval:g}s), or /healthz would fail between two checks"
             )
         if is_url(self.source):
-            parse_http_url(self.source)
+            try:
+                parse_http_url(self.source)
+            except ValueError as exc:
+                raise ValueError(f"--source (CONFIG_FETCHER_SOURCE): {exc}") from None
         elif "://" in self.source:
             raise ValueError(f"--source {self.source!r}: only http://, https:// and local paths")
         else:

@@ -58,6 +58,7 @@ from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Deadline
 from sidecars.runtime.envexpand import expand as expand_env
 from sidecars.runtime.logs import kv
+from sidecars.runtime.secrets import make_undumpable
 
 log = logging.getLogger("sidecars.log_shipper")
 
@@ -79,6 +80,11 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
         loki_password=settings.loki_password,
         loki_bearer_token=settings.loki_bearer_token,
         http_headers=dict(settings.http_header),
+        loki_password_file=settings.loki_password_file,
+        loki_bearer_token_file=settings.loki_bearer_token_file,
+        http_header_files=settings.http_header_file,
+        http_username=settings.http_username,
+        http_password_file=settings.http_password_file,
         ca_file=settings.ca_file,
         # $HOSTNAME is the Pod's name; anything RFC 5424 does not allow becomes "_".
         hostname=settings.hostname or clean_header_field("hostname", environ.get("HOSTNAME", "")),
@@ -200,6 +206,10 @@ class Shipper:
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
+    # First: nginx, same UID in the same PID namespace, must not read this process's
+    # environment or walk into its filesystem (its Secret volume) through /proc/<pid>.
+    make_undumpable()
+
     def body(ctx: lifecycle.Context) -> Any:
         return Shipper(ctx, environ).run()
 

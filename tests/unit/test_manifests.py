@@ -126,6 +126,7 @@ def test_app_pod_shape():
         "run",
         "cache",
         "log-shipper-state",
+        "log-shipper-secrets",
     }
     for container in (init, sidecar):
         env = {e["name"]: e for e in container["env"]}
@@ -160,6 +161,67 @@ def test_log_shipper_sidecar():
     # Every path the shipper reads is on the logs volume.
     paths = env["LOG_SHIPPER_PATHS"]["value"].split(",")
     assert paths and all(Path(p).parent == Path("/var/log/nginx") for p in paths)
+
+
+# The log-shipper's inline credential settings: in a Pod sharing its PID namespace with one UID,
+# nginx could read them from /proc/<pid>/environ. Only their *_FILE forms belong in a manifest.
+INLINE_SECRETS = {
+    "LOG_SHIPPER_LOKI_PASSWORD",
+    "LOG_SHIPPER_LOKI_BEARER_TOKEN",
+    "LOG_SHIPPER_HTTP_HEADER",
+}
+SECRET_DIR = "/var/run/secrets/sidecars"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_no_secret_in_env_or_args(name: str):
+    for pod in pods_of(VARIANTS[name][0]()):
+        for container in variants.all_containers(pod["spec"]):
+            where = f"{name}: {container['name']}"
+            for item in container.get("env", []):
+                assert item["name"] not in INLINE_SECRETS, where
+                assert "secretKeyRef" not in item.get("valueFrom", {}), where
+            assert not any("password" in a or "token=" in a for a in container.get("args", []))
+
+
+def test_credentials_volume_is_a_read_only_secret_of_the_log_shipper_alone():
+    (pod,) = pods_of(variants.load(APP))
+    spec = pod["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    secret = volumes["log-shipper-secrets"]["secret"]
+    # optional: the Pod (stdout sink) starts where no one created the Secret
+    assert secret == {"secretName": "sidecars-credentials", "optional": True, "defaultMode": 0o440}
+    mounted_by = {
+        c["name"]: m
+        for c in variants.all_containers(spec)
+        for m in c.get("volumeMounts", [])
+        if m["name"] == "log-shipper-secrets"
+    }
+    assert mounted_by == {
+        "log-shipper": {"name": "log-shipper-secrets", "mountPath": SECRET_DIR, "readOnly": True}
+    }
+    # The commented examples point into that mount, at the keys the volume's comment names.
+    text = APP.read_text()
+    examples = [line.split("value:")[1].strip() for line in text.splitlines()
+                if SECRET_DIR in line and "value:" in line]  # fmt: skip
+    assert examples and all(Path(e).parent == Path(SECRET_DIR) for e in examples)
+    assert all(Path(e).name in text.split("log-shipper-secrets", 2)[2] for e in examples)
+
+
+def test_podman_variant_drops_the_secret_volume_and_its_mounts():
+    (pod,) = pods_of(podman_variant(APP))
+    spec = pod["spec"]
+    assert not any("secret" in v for v in spec["volumes"])
+    names = {v["name"] for v in spec["volumes"]}
+    for container in variants.all_containers(spec):
+        assert {m["name"] for m in container.get("volumeMounts", [])} <= names
+    # Nothing else changes: the same mounts as in pod.yaml but that one.
+    (source,) = pods_of(variants.load(APP))
+    (shipper,) = (c for c in spec["containers"] if c["name"] == "log-shipper")
+    (original,) = (c for c in source["spec"]["initContainers"] if c["name"] == "log-shipper")
+    assert [m["mountPath"] for m in shipper["volumeMounts"]] == [
+        m["mountPath"] for m in original["volumeMounts"] if m["name"] != "log-shipper-secrets"
+    ]
 
 
 @pytest.mark.parametrize("path", [APP, ORIGIN])
