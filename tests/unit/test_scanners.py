@@ -9,6 +9,9 @@ What a scanner must not flag is waived in the scanned file, next to its reason: 
 `# hadolint ignore=DLxxxx` under a comment naming the rule, a `checkov.io/skipN: CKV_...=reason`
 annotation in the resource's metadata. Each scanner also runs on a sample with a known finding,
 so a tool that scans nothing, or output this file no longer parses, fails here too.
+
+Also here, since it is checked by reading the same files: the release workflow builds every
+image the Dockerfile defines, and every image a manifest names is one of them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from k8s import variants
 
@@ -265,3 +269,47 @@ def test_annotations_fit_podman(path: Path):
                 assert len(value) <= PODMAN_ANNOTATION_MAX, (
                     f"{path.name}: annotation {key} is {len(value)} > {PODMAN_ANNOTATION_MAX} long"
                 )
+
+
+# ---- the release builds every image --------------------------------------------------------
+
+
+def dockerfile_images() -> set[str]:
+    """The Dockerfile's stages that are images: those with an ENTRYPOINT of their own."""
+    images, stage = set(), None
+    for line in DOCKERFILE.read_text().splitlines():
+        if match := re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.I):
+            stage = match[1]
+        elif line.startswith("ENTRYPOINT") and stage:
+            images.add(stage)
+    return images
+
+
+def test_release_builds_every_dockerfile_image():
+    release = yaml.safe_load((REPO / ".github" / "workflows" / "release.yml").read_text())
+    targets = release["jobs"]["image"]["strategy"]["matrix"]["target"]
+    assert dockerfile_images() == {
+        "config-fetcher",
+        "log-shipper",
+        "metrics-proxy",
+        "nginx",
+        "origin",
+    }
+    assert sorted(targets) == sorted(dockerfile_images())
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_manifest_images_are_released(path: Path):
+    """Each of the project's images a manifest names (localhost/sidecars/<target>:<tag>; the
+    app's own nginx image is the user's) is one the release publishes, as
+    ghcr.io/<owner>/sidecars/<target>:<tag>."""
+    for doc in variants.load(path):
+        spec = doc.get("spec", {})
+        spec = spec.get("jobTemplate", {}).get("spec", spec)
+        spec = spec.get("template", {}).get("spec", spec)
+        for container in variants.all_containers(spec):
+            if not container["image"].startswith("localhost/sidecars/"):
+                continue
+            match = re.fullmatch(r"localhost/sidecars/([a-z0-9-]+):[\w.-]+", container["image"])
+            assert match, f"{path.name}: {container['image']} is not localhost/sidecars/<target>"
+            assert match[1] in dockerfile_images(), f"{path.name}: no image {match[1]} is released"
