@@ -49,11 +49,12 @@ def scanner(name: str) -> str:
     return path
 
 
-def run(argv: list[str], cwd: Path, drop_env: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run(argv: list[str], cwd: Path, drop_env: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """The scanner without the environment variables (prefixes) that would change its verdict."""
     return subprocess.run(
         argv,
         cwd=cwd,
-        env={key: value for key, value in os.environ.items() if key not in drop_env},
+        env={key: value for key, value in os.environ.items() if not key.startswith(drop_env)},
         capture_output=True,
         text=True,
         timeout=SCANNER_TIMEOUT,
@@ -75,6 +76,7 @@ def hadolint(dockerfile: Path, tmp_path: Path, *extra: str) -> list[dict[str, An
     proc = run(
         [scanner("hadolint"), "--config", str(config), "--format", "json", *extra, str(dockerfile)],
         cwd=tmp_path,
+        drop_env=("HADOLINT_",),  # HADOLINT_IGNORE, HADOLINT_FAILURE_THRESHOLD, ...
     )
     assert proc.returncode in (0, 1), f"hadolint exited {proc.returncode}: {proc.stderr}"
     return json.loads(proc.stdout or "[]")
@@ -133,6 +135,7 @@ def zizmor(workflow: Path, output: str = "json") -> subprocess.CompletedProcess:
             str(workflow),
         ],
         cwd=REPO,
+        drop_env=("ZIZMOR_",),
     )
     assert proc.returncode == 0, f"zizmor exited {proc.returncode}: {proc.stderr}"
     return proc
@@ -214,8 +217,9 @@ def checkov(tmp_path_factory: pytest.TempPathFactory) -> CheckovRun:
     argv = [scanner("checkov"), "--framework", "kubernetes", "--skip-download", "-o", "json"]
     for path in [*MANIFESTS, sample]:
         argv += ["-f", str(path)]
-    # No platform key, so no download or upload: an offline run, whatever the environment holds.
-    proc = run(argv, cwd=workdir, drop_env=("BC_API_KEY", "PRISMA_API_URL", "BC_API_URL"))
+    # No platform key, so no download or upload: an offline run, whatever the environment holds;
+    # no CKV_* settings (CKV_SKIP_CHECK, ...) that would waive checks outside the manifests.
+    proc = run(argv, cwd=workdir, drop_env=("BC_API_KEY", "BC_API_URL", "PRISMA_API_URL", "CKV_"))
     assert proc.returncode in (0, 1), f"checkov exited {proc.returncode}: {proc.stderr[-4000:]}"
     reports = json.loads(proc.stdout)
     reports = reports if isinstance(reports, list) else [reports]
