@@ -188,9 +188,7 @@ def test_watch_survives_origin_outage_alerting_without_failing_liveness(
     health = f"http://127.0.0.1:{listen}/healthz"
     assert http_get(health)[0] == 200
     origin.stop()
-    wait_until(
-        lambda: value(listen, "config_fetcher_stale") == 1, timeout=20, what="stale alert"
-    )
+    wait_until(lambda: value(listen, "config_fetcher_stale") == 1, timeout=20, what="stale alert")
     assert value(listen, "config_fetcher_last_success_age_seconds") > 1.5
     assert value(listen, "config_fetcher_source_up") == 0
     assert http_get(health)[0] == 200, "the origin being down is no reason to restart us"
@@ -200,9 +198,7 @@ def test_watch_survives_origin_outage_alerting_without_failing_liveness(
     assert b"source unreachable" in body
     assert value(listen, "config_fetcher_failures_total", stage="fetch") >= 1
     origin.start()
-    wait_until(
-        lambda: value(listen, "config_fetcher_stale") == 0, timeout=20, what="stale cleared"
-    )
+    wait_until(lambda: value(listen, "config_fetcher_stale") == 0, timeout=20, what="stale cleared")
     assert value(listen, "config_fetcher_source_up") == 1
     proc.signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
