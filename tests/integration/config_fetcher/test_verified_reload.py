@@ -5,12 +5,14 @@ what is published, and survives a restart of the fetcher."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -223,8 +225,12 @@ class _ReloadAgent(BaseHTTPRequestHandler):
     """A webhook receiver standing in for a reload agent in nginx's container."""
 
     master_pid: int = 0
+    flood: Path | None = None  # an error log to grow by a GiB (a hole: no disk, no time) first
 
     def do_POST(self) -> None:
+        if self.flood is not None:
+            with self.flood.open("ab") as log:
+                log.truncate(log.tell() + 1024**3)
         os.kill(self.master_pid, signal.SIGHUP)
         self.send_response(204)
         self.end_headers()
@@ -233,17 +239,58 @@ class _ReloadAgent(BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def reload_agent(pod: PodLike, flood: bool = False) -> Iterator[HTTPServer]:
+    _ReloadAgent.master_pid = pod.app.master_pid()
+    _ReloadAgent.flood = pod.error_log if flood else None
+    agent = HTTPServer(("127.0.0.1", 0), _ReloadAgent)
+    thread = threading.Thread(target=agent.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield agent
+    finally:
+        agent.shutdown()
+        agent.server_close()
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_an_error_log_flood_during_a_reload_costs_no_memory(pod: PodLike) -> None:
+    """A GiB appended to the error log between the signal and the check (one line without an
+    end, the worst case for a line reader): read bounded, held never, and the reload decided."""
+    push(pod.origin, bundle("v1"))
+    assert pod.init().code == 0
+    pod.app.start()
+    with reload_agent(pod, flood=True) as agent:
+        args = ["--reload-webhook", f"http://127.0.0.1:{agent.server_port}/reload"]
+        watch = pod.watch(*args, "--reload-timeout", "2", pidfile=False)
+        before = peak_rss_kib(watch.proc.pid)
+        push(pod.origin, bundle("v2"))
+        wait_until(lambda: pod.get("/version") == (200, b"v2\n"), timeout=20, what="v2 served")
+        wait_until(
+            lambda: (
+                watch.metric("config_fetcher_reloads_total", method="webhook", result="ok") == 1
+            ),
+            timeout=20,
+            what="the reload decided",
+        )
+        assert pod.error_log.stat().st_size > 1024**3
+        peak = peak_rss_kib(watch.proc.pid)
+    assert peak - before < 16 * 1024, f"peak RSS {before} -> {peak} KiB"
+
+
 def test_webhook_reloads_are_checked_in_the_error_log(pod: PodLike) -> None:
     """Under a webhook the fetcher knows no pid: nginx's [emerg] in its error log still tells."""
     push(pod.origin, bundle("v1"))
     assert pod.init().code == 0
     pod.app.start()
     good = pod.data_version()
-    _ReloadAgent.master_pid = pod.app.master_pid()
-    agent = HTTPServer(("127.0.0.1", 0), _ReloadAgent)
-    thread = threading.Thread(target=agent.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with reload_agent(pod) as agent:
         args = ["--reload-webhook", f"http://127.0.0.1:{agent.server_port}/reload"]
         watch = pod.watch(*args, "--reload-timeout", "5", pidfile=False)
         push(pod.origin, bundle("v2", broken=True))
@@ -266,6 +313,3 @@ def test_webhook_reloads_are_checked_in_the_error_log(pod: PodLike) -> None:
             timeout=20,
             what="the webhook reload counted ok",
         )
-    finally:
-        agent.shutdown()
-        agent.server_close()
