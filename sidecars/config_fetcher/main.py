@@ -230,20 +230,7 @@ class Fetcher:
         if problem is not None:
             log.warning("served state not usable, set aside", extra=kv(reason=problem))
         self.state = state
-        current = self.publisher.current()
-        rejected, served = state.rejected, state.served
-        if (
-            current is not None
-            and rejected is not None
-            and served is not None
-            and current.digest == rejected.digest
-            and current != served
-        ):
-            await asyncio.to_thread(self.publisher.switch_to, served.version)
-            log.warning(
-                "switched back to the version nginx accepted",
-                extra=kv(rejected=current.version, version=served.version),
-            )
+        await self._settle()
         if await asyncio.to_thread(self._observe_nginx):
             await self._save(self.state)
         self._pin()
@@ -390,29 +377,50 @@ class Fetcher:
                 extra=kv(version=current.version, nginx_error=nginx_error, result="rejected"),
             )
             return
-        try:
-            await asyncio.to_thread(self.publisher.switch_to, target.version)
-        except FetchError as exc:
-            log.error(
-                "nginx rejected the new config; switching back failed",
-                extra=kv(version=current.version, nginx_error=nginx_error, reason=exc.reason),
-            )
-            await self._save(self.state.reject(rejected))
-            return
-        self.rollback_to = None
+        # Recorded first: a crash before the switch below is finished at the next start.
         # nginx kept serving ``target`` from memory: no signal needed, only the volume moves back.
         await self._save(self.state.accept(target).reject(rejected))
-        self._record(target.version, target.digest)
+        self.rollback_to = None
+        switched = await self._settle()
         log.error(
-            f"nginx rejected the new config, rolled back: {nginx_error}",
+            f"nginx rejected the new config, {'rolled back' if switched else 'NOT rolled back'}: "
+            f"{nginx_error}",
             extra=kv(
                 result="rejected",
                 version=current.version,
                 sha256=current.digest,
                 nginx_error=nginx_error,
-                rolled_back_to=target.version,
+                rolled_back_to=target.version if switched else None,
             ),
         )
+
+    async def _settle(self) -> bool:
+        """``..data`` holding content nginx refused goes back to the version nginx serves (a
+        rollback, or one a crash cut short). Returns False only when that switch failed."""
+        current = self.publisher.current()
+        rejected, served = self.state.rejected, self.state.served
+        if (
+            current is None
+            or rejected is None
+            or served is None
+            or current.digest != rejected.digest
+            or current == served
+        ):
+            return True
+        try:
+            await asyncio.to_thread(self.publisher.switch_to, served.version)
+        except FetchError as exc:
+            log.error(
+                "cannot switch back to the version nginx serves",
+                extra=kv(version=served.version, reason=exc.reason),
+            )
+            return False
+        self._record(served.version, served.digest)
+        log.info(
+            "switched back to the version nginx serves",
+            extra=kv(rejected=current.version, version=served.version),
+        )
+        return True
 
     async def run_watch(self) -> int:
         debouncer = Debouncer(self.reload, self.s.reload_debounce)
@@ -452,6 +460,7 @@ class Fetcher:
                         debouncer.trigger()
                 if not debouncer.pending:
                     async with self.lock:
+                        await self._settle()  # a switch back that failed is retried
                         if await asyncio.to_thread(self._observe_nginx):
                             await self._save(self.state)  # nginx (re)started on ..data
                 await self._sleep(delay, wake=changed)

@@ -148,7 +148,13 @@ def test_broken_bundle_rolled_back_and_origin_outage_ridden_out(engine: Podman, 
         interval=0.5,
         what="the stale alert",
     )
-    assert metric(app, "config_fetcher_source_up") == 0
+    # A fetch in flight when the origin went away may take its --timeout (30 s) to fail.
+    wait_until(
+        lambda: metric(app, "config_fetcher_source_up") == 0,
+        timeout=90,
+        interval=0.5,
+        what="the source seen down",
+    )
     assert http_get(app.url(9101, "/healthz"))[0] == 200, "liveness: the loop still turns"
     status, body, _ = http_get(app.url(9101, "/readyz"))
     assert status == 200 and b"source unreachable" in body

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sidecars.config_fetcher.publish import Publisher
+from sidecars.config_fetcher.served import Rejected, ServedState, ServedStore
 from tests.integration.config_fetcher.helpers import fetch_once, tar_gz
 from tests.support.procs import Proc, free_port, http_get, sidecars_cmd, wait_until
 
@@ -111,3 +113,29 @@ def test_repair_leaves_what_it_did_not_create(tmp_path: Path) -> None:
     assert (dest / "extra").read_text() == "operator's\n"
     assert os.readlink(dest / "notes") == "/etc/hostname"
     assert not os.path.lexists(dest / "old")
+
+
+def test_a_rollback_cut_short_is_finished_at_the_next_start(tmp_path: Path) -> None:
+    """Recorded as refused, but killed before ``..data`` was switched back: the next start
+    switches it and does not publish the refused content again."""
+    source, dest = tmp_path / "site.tar.gz", tmp_path / "site"
+    source.write_bytes(tar_gz(V1))
+    assert fetch_once(str(source), dest).code == 0
+    good = ServedStore(dest)
+    accepted = Publisher(dest).current()
+    source.write_bytes(tar_gz(V2))
+    assert fetch_once(str(source), dest).code == 0
+    refused = Publisher(dest).current()
+    assert accepted is not None and refused is not None and refused != accepted
+    good.save(
+        ServedState(served=accepted).reject(
+            Rejected(refused.digest, refused.version, '[emerg] unknown directive "x"')
+        )
+    )
+    run = fetch_once(str(source), dest)
+    assert run.code == 0, run.stdout
+    assert os.readlink(dest / "..data") == accepted.version
+    assert (dest / "html" / "index.html").read_bytes() == b"v1\n"
+    assert (dest / "old" / "gone.txt").exists() and not os.path.lexists(dest / "extra")
+    assert any(e.get("msg") == "switched back to the version nginx serves" for e in run.events)
+    assert not any(e.get("msg") == "published" for e in run.events)
