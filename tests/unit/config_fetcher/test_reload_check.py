@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -143,3 +146,38 @@ def test_workers_from_children_files_or_a_scan(tmp_path: Path) -> None:
     expected = {8: False, 9: True}
     assert workers(7, _fake_proc(tmp_path / "a", procs, children_files=True)) == expected
     assert workers(7, _fake_proc(tmp_path / "b", procs, children_files=False)) == expected
+
+
+def test_an_nginx_that_starts_no_new_workers_has_rejected_it(tmp_path: Path) -> None:
+    """A master that takes the signal but never replaces its workers (here: one ignoring SIGHUP)
+    is a rejection once --reload-timeout has passed, even with nothing in its error log."""
+    from sidecars.config_fetcher.reload import reload_verified
+    from tests.support.procs import wait_until
+
+    script = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(60)"
+    argv = ["bash", "-c", f'exec -a "nginx: master" {sys.executable} -c "{script}"']
+    proc = subprocess.Popen(argv)
+    try:
+        status = Path(f"/proc/{proc.pid}/status")
+        # Ready once SIGHUP (bit 0 of the mask) is ignored: signalled earlier, it would die.
+        wait_until(
+            lambda: any(
+                line.startswith("SigIgn:") and int(line.split()[1], 16) & 1
+                for line in status.read_text().splitlines()
+            ),
+            what="SIGHUP ignored",
+        )
+        pidfile = tmp_path / "nginx.pid"
+        pidfile.write_text(f"{proc.pid}\n")
+        log = tmp_path / "error.log"
+        log.write_bytes(b"")
+        outcome = asyncio.run(
+            reload_verified(
+                pidfile=pidfile, webhook=None, error_log=log, http_timeout=1, verify_timeout=0.3
+            )
+        )
+        assert outcome.result == "rejected" and "no new worker processes" in outcome.detail
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
