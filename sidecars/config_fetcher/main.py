@@ -345,7 +345,6 @@ class Fetcher:
                 http_timeout=self.s.timeout,
                 verify_timeout=self.s.reload_timeout,
             )
-            self.metrics.reloads.labels(outcome.method, outcome.result).inc()
             if outcome.result == "ok":
                 self.rollback_to = None
                 await self._save(self.state.accept(current))
@@ -366,6 +365,8 @@ class Fetcher:
                 log.info("reload skipped", extra=kv(method=outcome.method, reason=outcome.detail))
             else:
                 log.warning("reload failed", extra=kv(method=outcome.method, reason=outcome.detail))
+            # Counted once handled: a "rejected" seen here means the volume is back already.
+            self.metrics.reloads.labels(outcome.method, outcome.result).inc()
 
     async def _roll_back(self, current: Published, nginx_error: str) -> None:
         target = self.state.served or self.rollback_to
