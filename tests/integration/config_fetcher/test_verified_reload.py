@@ -1,7 +1,23 @@
 """Every reload verified against the real nginx: a config nginx refuses is rolled back on the
 volume (nginx kept serving the last good one from memory), counted, logged with nginx's own
 [emerg] line and not tried again until the source changes; what nginx serves is exposed beside
-what is published, and survives a restart of the fetcher."""
+what is published, and survives a restart of the fetcher.
+
+What the check reads is outside input (nginx's error log, /proc, the state file on a shared
+volume); how it could be fooled or broken, and the test that answers each:
+- an [emerg] planted through a request path (logged by a worker at [error]):
+  test_an_emerg_in_a_request_path_is_not_a_rejection; any noise, any read chunking:
+  tests/unit/config_fetcher/test_reload_check.py (property test)
+- a flood appended to the error log during the check (memory):
+  test_an_error_log_flood_during_a_reload_costs_no_memory
+- the log rotated or truncated meanwhile: test_reload_check.py::test_read_appended_...
+- a worker crash-respawn mistaken for a reload, a master ignoring SIGHUP:
+  test_reload_check.py::test_replaced_..., ::test_an_nginx_that_starts_no_new_workers_...
+- no pid known (webhook): test_webhook_reloads_are_checked_in_the_error_log
+- killed before the verdict or before the switch back: test_a_reload_crashing_before_...,
+  test_repair.py::test_a_rollback_cut_short_...
+- a torn or hostile state file (a version naming ../ or ..data): test_served.py
+"""
 
 from __future__ import annotations
 
