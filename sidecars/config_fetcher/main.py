@@ -332,6 +332,8 @@ class Fetcher:
 
     async def reload(self) -> None:
         """Reload nginx onto ``..data`` and see it take it; a rejected version is rolled back."""
+        if self.s.reload_pidfile is None and self.s.reload_webhook is None:
+            return  # nginx is not ours to reload (it may poll the volume itself)
         async with self.lock:
             if await asyncio.to_thread(self._observe_nginx):
                 await self._save(self.state)

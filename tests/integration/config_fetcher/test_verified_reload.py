@@ -329,3 +329,18 @@ def test_webhook_reloads_are_checked_in_the_error_log(pod: PodLike) -> None:
             timeout=20,
             what="the webhook reload counted ok",
         )
+
+
+def test_without_a_reload_method_nothing_is_reloaded_or_waited_for(pod: PodLike) -> None:
+    """No pid file and no webhook: nginx is not ours to reload (the error log, there by default,
+    is not read, and no reload is counted)."""
+    push(pod.origin, bundle("v1"))
+    watch = pod.watch(pidfile=False)
+    push(pod.origin, bundle("v2-longer"))
+    wait_until(
+        lambda: watch.metric("config_fetcher_fetches_total", result="published") == 2,
+        timeout=20,
+        what="both published",
+    )
+    assert watch.series("config_fetcher_reloads_total") == []
+    assert watch.series("config_fetcher_served_info") == []
