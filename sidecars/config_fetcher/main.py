@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from sidecars.config_fetcher.http_source import HttpSource
 
 log = logging.getLogger("sidecars.config_fetcher")
+_IDLE_TICK = 1.0  # seconds: how often a sleeping loop marks its progress (a cheap wake-up)
 
 
 def make_source(s: Settings) -> HttpSource | LocalSource:
@@ -265,6 +266,16 @@ class Fetcher:
             for waiter in waiters:
                 waiter.cancel()
 
+    async def _idle(self, seconds: float, wake: asyncio.Event) -> None:
+        """The wait between two attempts is where the loop belongs: it counts as progress, so
+        /healthz measures only how long one attempt takes, whatever --interval is."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0 and not self.ctx.stop.is_set() and not wake.is_set():
+            self.ctx.health.progress()
+            await self._sleep(min(left, _IDLE_TICK), wake)
+        self.ctx.health.progress()
+
     async def run_once(self) -> int:
         deadline = Deadline(self.s.deadline)
         attempt = 0
@@ -466,7 +477,7 @@ class Fetcher:
                         await self._settle()  # a switch back that failed is retried
                         if await asyncio.to_thread(self._observe_nginx):
                             await self._save(self.state)  # nginx (re)started on ..data
-                await self._sleep(delay, wake=changed)
+                await self._idle(delay, wake=changed)
             await debouncer.flush()  # a change published just before SIGTERM still reloads
             return 0
         finally:

@@ -111,8 +111,8 @@ class Settings(CommonSettings):
     )
     stuck_after: float = setting(
         300.0,
-        help="--watch: /healthz fails when the fetcher's own loop has not finished an attempt "
-        "(successful or not) for this many seconds",
+        help="--watch: /healthz fails when one attempt of the fetcher's own loop (fetch, "
+        "publish, reload check; successful or not) has not finished for this many seconds",
         parse=parse_positive_duration,
         metavar="SECONDS",
     )
@@ -218,13 +218,13 @@ class Settings(CommonSettings):
                 f"({self.interval:g}s), or the fetcher would look stale between two checks"
             )
         # One attempt: a fetch (--timeout), waiting out a reload being verified (a webhook's
-        # --timeout plus --reload-timeout), then a sleep of at most --interval.
-        longest = self.interval + 2 * self.timeout + self.reload_timeout
+        # --timeout plus --reload-timeout); the sleep between attempts marks progress every second.
+        longest = 2 * self.timeout + self.reload_timeout + 1
         if self.watch and self.stuck_after <= longest:
             raise ValueError(
-                f"--stuck-after ({self.stuck_after:g}s) must be longer than --interval + "
-                f"2 x --timeout + --reload-timeout ({longest:g}s), or /healthz would fail "
-                "during a slow but healthy attempt"
+                f"--stuck-after ({self.stuck_after:g}s) must be longer than 2 x --timeout + "
+                f"--reload-timeout + 1 ({longest:g}s), or /healthz would fail during a slow but "
+                "healthy attempt"
             )
         if is_url(self.source):
             parse_http_url(self.source)

@@ -98,7 +98,7 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
             "--reload-timeout",
             "0.5",
             "--stuck-after",
-            "2",
+            "3",
         ),
         tmp_path / "fetcher.log",
     )

@@ -15,12 +15,15 @@ BASE = ["--watch", "--source", "http://origin/site.tar.gz", "--dest", "/srv/site
 def test_defaults_fit_the_pod() -> None:
     s = load(Settings, PART, BASE, {})
     assert s.nginx_error_log == Path("/var/log/nginx/error.log")
-    assert s.stuck_after > s.interval + 2 * s.timeout + s.reload_timeout
+    assert s.stuck_after > 2 * s.timeout + s.reload_timeout + 1
     assert load(Settings, PART, [*BASE, "--nginx-error-log", "off"], {}).nginx_error_log is None
 
 
 def test_stuck_after_must_outlast_one_slow_healthy_attempt() -> None:
     with pytest.raises(SettingsError, match="--stuck-after"):
-        load(Settings, PART, [*BASE, "--interval", "250"], {})
-    ok = load(Settings, PART, [*BASE, "--interval", "250", "--stuck-after", "600"], {})
+        load(Settings, PART, [*BASE, "--timeout", "150"], {})
+    ok = load(Settings, PART, [*BASE, "--timeout", "150", "--stuck-after", "600"], {})
     assert ok.stuck_after == 600
+    # The sleep between attempts is not an attempt: a long --interval needs no longer bound.
+    slow = ["--interval", "600", "--stale-after", "1200"]
+    assert load(Settings, PART, [*BASE, *slow], {}).stuck_after == 300
