@@ -47,6 +47,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sidecars.log_shipper.formats import LineFormats
 from sidecars.log_shipper.metrics import PipelineCollector, ShipperMetrics
 from sidecars.log_shipper.pipeline import SinkPipeline
 from sidecars.log_shipper.settings import PART, Settings
@@ -119,8 +120,11 @@ class Shipper:
             log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
             return 1
         metrics = ShipperMetrics(self.ctx.registry)
+        formats = LineFormats(settings.parser)
         for spec, sink in sinks:
-            self.pipelines.append(SinkPipeline(spec, sink, settings, checkpointer, metrics))
+            self.pipelines.append(
+                SinkPipeline(spec, sink, settings, checkpointer, metrics, formats=formats)
+            )
         self.ctx.registry.register(PipelineCollector(lambda: self.pipelines, checkpointer))
         started = []
         try:
