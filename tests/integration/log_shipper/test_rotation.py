@@ -285,3 +285,35 @@ def test_a_pid_file_naming_another_process_is_never_signalled(tmp_path, receiver
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_rotated_files_waiting_for_a_down_sink_survive_a_shipper_crash(
+    tmp_path, nginx, receiver, shippers
+):
+    logs = nginx.app.log_dir
+    args = [
+        "--paths", str(logs / "access.log"),
+        "--sink", f"http={receiver.url}",
+        "--batch-wait", "200ms",
+        "--retry-max", "500ms",
+        "--rotate-bytes", str(ROTATE),
+    ]  # fmt: skip
+    shipper = Shipper(tmp_path / "shipper", *args)
+    shippers.append(shipper.start())
+    receiver.stop()
+    total = 12_000  # ~900 KB: a few rotations, nothing acknowledged
+    load(nginx.port, total)
+    wait_until(
+        lambda: shipper.metric("log_shipper_rotations_total", result="ok") >= 2,
+        timeout=30,
+        what="two rotations",
+    )
+    shipper.kill()  # SIGKILL with rotated, unacknowledged files on the volume
+    assert rotated_files(logs)
+    receiver.start()
+    shipper.start()
+    wait_until(lambda: len(receiver.lines()) >= total, timeout=60, what=f"{total} lines")
+    ids = [id_of(x["line"]) for x in receiver.lines()]
+    assert Counter(ids) == Counter(range(total)), "every request exactly once"
+    wait_until(lambda: not rotated_files(logs), timeout=30, what="rotated files deleted")
+    assert shipper.terminate() == 0
