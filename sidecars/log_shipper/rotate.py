@@ -44,6 +44,11 @@ log = logging.getLogger("sidecars.log_shipper.rotate")
 CHECK_INTERVAL = 0.5  # seconds between looks at the sizes: bounds the overshoot past the size
 _SUFFIX = re.compile(r"\.(\d{8}T\d{6}\.\d{6}Z)\Z")
 _REOPEN_WARN_AFTER = 10.0  # seconds without the live name back: nginx did not reopen
+# At most one rotation of a file per this many seconds. A file's identity is its first line
+# (runtime/tail/identity.py): two files whose first lines nginx wrote in the same second with
+# the same content would be taken for copies, so consecutive files must not both start within
+# one second; with a rotation size above a second of log this never binds.
+_MIN_INTERVAL = 2.0
 
 
 def rotated_name(path: str, now: float) -> str:
@@ -109,6 +114,7 @@ class Rotator:
         self.proc = proc
         self._renamed: dict[str, float] = {}  # live path -> when renamed, until nginx reopened
         self._warned: set[str] = set()
+        self._rotated_at: dict[str, float] = {}  # live path -> when last rotated
 
     async def run(self) -> None:
         while True:
@@ -121,12 +127,13 @@ class Rotator:
     # --- one look --------------------------------------------------------------------------------
 
     def turn(self) -> None:
+        now = time.monotonic()
         files = _regular_files(self.patterns)
         live = {path: info for path, info in files.items() if rotation_of(path) is None}
         for path in list(self._renamed):
             if path in live:
                 del self._renamed[path]  # nginx reopened it
-            elif time.monotonic() - self._renamed[path] > _REOPEN_WARN_AFTER:
+            elif now - self._renamed[path] > _REOPEN_WARN_AFTER:
                 self._warn_once(
                     f"reopen:{path}",
                     "nginx did not reopen its log after USR1; it keeps writing to the rotated "
@@ -134,22 +141,29 @@ class Rotator:
                     path=path,
                 )
         for path, info in live.items():
-            if info.st_size >= self.rotate_bytes and path not in self._renamed:
+            due = now - self._rotated_at.get(path, -_MIN_INTERVAL) >= _MIN_INTERVAL
+            if info.st_size >= self.rotate_bytes and path not in self._renamed and due:
                 self._rotate(path, info)
         rotated = self._rotated()
-        self.metrics.rotated_files.set(len(rotated))
-        kept = []
+        kept, droppable = [], []
         for item in rotated:
-            base = rotation_of(item.path)
-            if item.acknowledged and base is not None and self._finished(item, base[0], live):
+            base = rotation_of(item.path)[0]  # type: ignore[index]
+            if base not in live and base not in self._renamed:
+                self._signal_again(base, item)  # renamed, but the USR1 was lost (a crash)
+            reopened = base in live and base not in self._renamed
+            if reopened and item.acknowledged and self._quiet(item):
                 self._delete(item)
-            else:
-                kept.append(item)
+                continue
+            kept.append(item)
+            if reopened:  # nginx no longer writes to it: it may be dropped past the cap
+                droppable.append(item)
+        self.metrics.rotated_files.set(len(kept))
         live_unacked = sum(
-            unacked(info.st_size, self._acked(_fingerprint(path)))
-            for path, info in live.items()
+            unacked(info.st_size, self._acked(_fingerprint(path))) for path, info in live.items()
         )
-        for victim in over_cap(kept, live_unacked, self.max_held):
+        # Files nginx may still write to are held, never dropped: it would write on, unread.
+        fixed = live_unacked + held_bytes([f for f in kept if f not in droppable], 0)
+        for victim in over_cap(droppable, fixed, self.max_held):
             self._drop(victim, held_bytes(kept, live_unacked))
             kept.remove(victim)
         self.metrics.held_bytes.set(held_bytes(kept, live_unacked))
@@ -175,10 +189,8 @@ class Rotator:
             offsets.append(0 if progress is None else progress.offset)
         return tuple(offsets)
 
-    def _finished(self, item: RotatedFile, base: str, live: dict[str, os.stat_result]) -> bool:
-        """nginx no longer writes to it: the live name is back and it has been quiet."""
-        if base in self._renamed or base not in live:
-            return False
+    def _quiet(self, item: RotatedFile) -> bool:
+        """Not written for --rotate-wait: every nginx worker has reopened the live name."""
         try:
             info = os.stat(item.path)
         except OSError:
@@ -236,10 +248,31 @@ class Rotator:
                 error=str(exc),
             )
             return
-        self._renamed[path] = time.monotonic()
+        self._renamed[path] = self._rotated_at[path] = time.monotonic()
         rotations.labels("ok").inc()
         log.info("rotated", extra=kv(path=path, to=target, size=info.st_size, nginx_pid=pid))
         self._wake()
+
+    def _signal_again(self, base: str, item: RotatedFile) -> None:
+        """A rotated file whose live name never came back: the shipper stopped between the
+        rename and the signal. USR1 again (reopening is idempotent) so nginx moves on."""
+        try:
+            info = os.stat(item.path)
+            pid = find_master(
+                pidfile=self.pidfile, holding=(info.st_dev, info.st_ino), proc=self.proc
+            )
+            os.kill(pid, signal.SIGUSR1)
+        except (OSError, NginxNotFound) as exc:
+            self._warn_once(
+                f"again:{base}",
+                "a rotated log's live name is missing and nginx could not be told to reopen it",
+                path=base,
+                rotated=item.path,
+                error=str(exc),
+            )
+            return
+        self._renamed[base] = time.monotonic()
+        log.info("nginx told again to reopen its logs", extra=kv(path=base, nginx_pid=pid))
 
     def _delete(self, item: RotatedFile) -> None:
         try:

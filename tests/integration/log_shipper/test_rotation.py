@@ -317,3 +317,32 @@ def test_rotated_files_waiting_for_a_down_sink_survive_a_shipper_crash(
     assert Counter(ids) == Counter(range(total)), "every request exactly once"
     wait_until(lambda: not rotated_files(logs), timeout=30, what="rotated files deleted")
     assert shipper.terminate() == 0
+
+
+def test_a_rename_whose_signal_was_lost_is_completed_after_a_restart(
+    tmp_path, nginx, receiver, shippers
+):
+    """The shipper died between the rename and the USR1: nginx still writes to the renamed
+    file. The next shipper signals it again, and nothing is lost."""
+    from sidecars.log_shipper.rotate import rotated_name
+
+    logs = nginx.app.log_dir
+    request_ids(nginx.port, range(100))
+    renamed = Path(rotated_name(str(logs / "access.log"), time.time()))
+    os.rename(logs / "access.log", renamed)
+    request_ids(nginx.port, range(100, 200))  # still written to the renamed file
+    shipper = Shipper(
+        tmp_path / "shipper",
+        "--paths", str(logs / "access.log"),
+        "--sink", f"http={receiver.url}",
+        "--batch-wait", "200ms",
+        "--rotate-bytes", str(ROTATE),
+        "--rotate-wait", "1s",
+    )  # fmt: skip
+    shippers.append(shipper.start())
+    wait_until((logs / "access.log").exists, timeout=15, what="nginx reopened access.log")
+    request_ids(nginx.port, range(200, 300))  # into the new file
+    wait_until(lambda: len(receiver.lines()) >= 300, timeout=30, what="300 lines")
+    assert Counter(id_of(x["line"]) for x in receiver.lines()) == Counter(range(300))
+    wait_until(lambda: not renamed.exists(), timeout=30, what="the renamed file deleted")
+    assert shipper.terminate() == 0
