@@ -15,81 +15,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.integration.log_shipper.load import Background, id_of, request_ids
+from tests.integration.log_shipper.load import id_of, request_ids
 from tests.integration.log_shipper.shipper import Shipper
 from tests.integration.metrics_proxy.proxy import Proxy
+from tests.support.logvolume import VolumeWatch, paced_load, process_tree
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 KIB = 1024
 ROTATE = 256 * KIB
-
-
-def open_files_bytes(pids: list[int], directory: Path) -> int:
-    """Bytes of deleted files under ``directory`` still held open by ``pids`` (the space a
-    deleted file takes until its last reader closes it)."""
-    total = 0
-    for pid in pids:
-        fd_dir = Path(f"/proc/{pid}/fd")
-        try:
-            names = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for name in names:
-            try:
-                target = os.readlink(fd_dir / name)
-                if target.startswith(str(directory)) and target.endswith(" (deleted)"):
-                    total += os.stat(fd_dir / name).st_size
-            except OSError:
-                continue
-    return total
-
-
-def volume_bytes(directory: Path, pids: list[int]) -> int:
-    """What the logs take on the volume: the files there plus deleted ones still open."""
-    files = 0
-    for entry in os.scandir(directory):
-        try:
-            if entry.is_file():
-                files += entry.stat().st_size
-        except OSError:
-            continue
-    return files + open_files_bytes(pids, directory)
-
-
-class VolumeWatch:
-    """Samples the volume's bytes from a thread while load runs; keeps the maximum."""
-
-    def __init__(self, directory: Path, pids: list[int]) -> None:
-        self.directory, self.pids = directory, pids
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, volume_bytes(self.directory, self.pids))
-
-    def __enter__(self) -> VolumeWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
-def nginx_pids(master: int) -> list[int]:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [master, *map(int, children)]
 
 
 def logged(shipper: Shipper) -> list[dict]:
@@ -100,35 +41,9 @@ def rotated_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.startswith("access.log."))
 
 
-class Paced(Background):
-    """Background requests at about ``rate`` per second (bounded in count and time)."""
-
-    def __init__(self, port: int, ids: range, rate: float) -> None:
-        super().__init__(port, ids)
-        self.rate = rate
-
-    def _run(self, port: int, ids: list[int]) -> None:
-        started = time.monotonic()
-        try:
-            for index in range(0, len(ids), 50):  # 50 requests per step, then wait for the pace
-                request_ids(port, ids[index : index + 50])
-                ahead = started + (index + 50) / self.rate - time.monotonic()
-                if ahead > 0:
-                    time.sleep(ahead)  # pacing the load, not waiting for a condition
-        except BaseException as exc:
-            self.error = exc
-
-
-def load(port: int, total: int, rate: float = 1500.0, clients: int = 2) -> None:
-    """``total`` numbered requests at about ``rate``/s from ``clients`` connections at once."""
-    share = total // clients
-    running = [
-        Paced(port, range(i * share, (i + 1) * share), rate / clients) for i in range(clients)
-    ]
-    for client in running:
-        client.thread.start()
-    for client in running:
-        client.join()
+def load(port: int, total: int, rate: float = 1500.0) -> None:
+    """``total`` numbered requests (``/?id=N``) at about ``rate``/s."""
+    paced_load(port, [f"/?id={i}" for i in range(total)], rate)
 
 
 def test_rotation_under_load_delivers_every_request_once(
@@ -155,7 +70,7 @@ def test_rotation_under_load_delivers_every_request_once(
     try:
         proxy.wait_ready()
         total = 30_000
-        pids = [shipper.proc.pid, proxy.proc.pid, *nginx_pids(nginx.app.master_pid())]
+        pids = [shipper.proc.pid, proxy.proc.pid, *process_tree(nginx.app.master_pid())]
         with VolumeWatch(logs, pids) as watch:
             load(nginx.port, total)
 
@@ -214,7 +129,7 @@ def test_sink_down_past_the_cap_drops_oldest_counted_and_delivers_the_rest_once(
     shippers.append(shipper.start())
     receiver.stop()  # the sink is down
     total = 40_000  # ~4 MB of access log: four times the cap
-    pids = [shipper.proc.pid, *nginx_pids(nginx.app.master_pid())]
+    pids = [shipper.proc.pid, *process_tree(nginx.app.master_pid())]
     with VolumeWatch(logs, pids) as watch:
         load(nginx.port, total)
         wait_until(
