@@ -84,6 +84,11 @@ def find_master(
                 f"pid {pid} from {pidfile} is not an nginx master process (not running, or not "
                 "visible: is shareProcessNamespace set?); not signalling it"
             )
+        if holding is not None and holds_open(pid, holding, proc) is False:
+            raise NginxNotFound(
+                f"the nginx master {pid} from {pidfile} does not have the log file open: it is "
+                "not one of its logs"
+            )
         return pid
     found = masters(proc)
     if not found:

@@ -112,6 +112,11 @@ def test_find_master_refuses_a_pid_file_naming_something_else(tmp_path: Path) ->
         find_master(pidfile=pidfile, proc=proc)
     pidfile.write_text("10\n")
     assert find_master(pidfile=pidfile, proc=proc) == 10
+    log = tmp_path / "access.log"
+    log.write_text("x\n")
+    info = log.stat()
+    with pytest.raises(NginxNotFound, match="does not have the log file open"):
+        find_master(pidfile=pidfile, holding=(info.st_dev, info.st_ino), proc=proc)
     for junk in ("", "1", "abc", "-5"):
         pidfile.write_text(junk)
         with pytest.raises(NginxNotFound, match="not a pid"):
