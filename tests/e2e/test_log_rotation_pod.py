@@ -93,6 +93,7 @@ def test_rotation_in_the_pod_keeps_the_volume_under_the_cap_and_every_request_ar
     got = sorted(line.split('"')[1] for line in lines)
     assert got == [f"GET {path} HTTP/1.1" for path in paths], "each request exactly once"
     assert watch.samples > 100
+    print(f"logs volume peak: {watch.peak} bytes ({watch.samples} samples)")
     assert watch.peak <= CAP + 2 * ROTATE, watch.peak
     rotations = metric(app, "log_shipper_rotations_total", result="ok")
     assert rotations >= 10, (rotations, engine.logs(shipper_log)[-3000:])

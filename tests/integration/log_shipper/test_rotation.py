@@ -86,6 +86,7 @@ def test_rotation_under_load_delivers_every_request_once(
         # A file is rotated at the first look past the size (every 0.5 s): < 64 KiB later here.
         assert rotations >= written // (ROTATE + 64 * KIB), (rotations, written)
         # Volume: under the cap plus the two live files, sampled all along.
+        print(f"logs volume peak: {watch.peak} bytes ({watch.samples} samples)")
         assert watch.peak <= cap + 2 * ROTATE, watch.peak
         # Every rotated file goes once acknowledged (and quiet for --rotate-wait).
         wait_until(lambda: not rotated_files(logs), timeout=30, what="rotated files deleted")
@@ -137,6 +138,7 @@ def test_sink_down_past_the_cap_drops_oldest_counted_and_delivers_the_rest_once(
             timeout=30,
             what="a retention drop",
         )
+    print(f"logs volume peak: {watch.peak} bytes ({watch.samples} samples)")
     assert watch.peak <= cap + 2 * ROTATE, watch.peak
     held = shipper.metric("log_shipper_held_bytes")
     assert 0 < held <= cap, held
