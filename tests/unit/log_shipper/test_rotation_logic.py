@@ -149,3 +149,31 @@ def test_tailer_drop_reports_the_unread_bytes_and_lets_go(tmp_path: Path) -> Non
         await tailer.aclose()
 
     asyncio.run(run())
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def _settings(*argv: str, **env: str):
+    from sidecars.log_shipper.settings import PART, Settings
+    from sidecars.runtime.settings import load
+
+    base = ["--state-file", "/tmp/s.json", "--sink", "stdout", *argv]
+    return load(Settings, PART, base, env)
+
+
+def test_rotation_settings() -> None:
+    from sidecars.runtime.log_format_detect import AUTO
+    from sidecars.runtime.settings import SettingsError
+
+    default = _settings()
+    assert (default.rotate_bytes, default.max_held_bytes, default.parser) == (0, 0, AUTO)
+    on = _settings(LOG_SHIPPER_ROTATE_BYTES="64MiB", LOG_SHIPPER_MAX_HELD_BYTES="384MiB")
+    assert (on.rotate_bytes, on.max_held_bytes) == (64 * 2**20, 384 * 2**20)
+    assert _settings("--rotate-bytes", "off").rotate_bytes == 0
+    with pytest.raises(SettingsError, match="--max-held-bytes needs --rotate-bytes"):
+        _settings("--max-held-bytes", "1MiB")
+    with pytest.raises(SettingsError, match="at least twice --rotate-bytes"):
+        _settings("--rotate-bytes", "1MiB", "--max-held-bytes", "1MiB")
+    assert _settings("--format", "none").parser is None
+    assert _settings("--log-format", "$status").parser.fields == ("status",)
