@@ -47,8 +47,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sidecars.log_shipper.formats import LineFormats
 from sidecars.log_shipper.metrics import PipelineCollector, ShipperMetrics
 from sidecars.log_shipper.pipeline import SinkPipeline
+from sidecars.log_shipper.rotate import Rotator, rotated_patterns
 from sidecars.log_shipper.settings import PART, Settings
 from sidecars.log_shipper.sinks import build_sink
 from sidecars.log_shipper.sinks.options import SinkOptions
@@ -104,6 +106,7 @@ class Shipper:
         self.settings: Settings = ctx.settings
         self.environ = environ
         self.pipelines: list[SinkPipeline] = []
+        self.rotator: Rotator | None = None
 
     async def run(self) -> int:
         settings = self.settings
@@ -125,8 +128,25 @@ class Shipper:
             log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
             return 1
         metrics = ShipperMetrics(self.ctx.registry)
+        formats = LineFormats(settings.parser)
+        # With rotation on, the readers also follow the rotated files (after a restart too).
+        patterns = [*settings.paths, *rotated_patterns(settings.paths)]
         for spec, sink in sinks:
-            self.pipelines.append(SinkPipeline(spec, sink, settings, checkpointer, metrics))
+            pipeline = SinkPipeline(
+                spec,
+                sink,
+                settings,
+                checkpointer,
+                metrics,
+                formats=formats,
+                patterns=patterns if settings.rotate_bytes else None,
+            )
+            self.pipelines.append(pipeline)
+        self.rotator = (
+            Rotator(settings, checkpointer, lambda: self.pipelines, metrics)
+            if settings.rotate_bytes
+            else None
+        )
         self.ctx.registry.register(PipelineCollector(lambda: self.pipelines, checkpointer))
         started = []
         try:
@@ -147,6 +167,7 @@ class Shipper:
         readers = [asyncio.create_task(p.read(reading_stop)) for p in self.pipelines]
         senders = [asyncio.create_task(p.send(reading_stop)) for p in self.pipelines]
         keeper = asyncio.create_task(self._keep_state(checkpointer))
+        rotating = asyncio.create_task(self.rotator.run()) if self.rotator else None
         log.info(
             "shipping",
             extra=kv(
@@ -177,6 +198,8 @@ class Shipper:
             )
             await asyncio.gather(*pending, return_exceptions=True)
         stopped.cancel()
+        if rotating is not None:
+            rotating.cancel()
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper

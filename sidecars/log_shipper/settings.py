@@ -116,11 +116,15 @@ def parse_ca_file(raw: str) -> str:
 
 
 def parse_format(raw: str) -> Any:
-    """A preset name (combined, json, sidecars), ``none``, or an nginx log_format definition."""
+    """A preset name (combined, json, sidecars), ``auto``, ``none``, or an nginx log_format
+    definition."""
+    from sidecars.runtime.log_format_detect import AUTO
     from sidecars.runtime.nginx_log import load_log_format
 
     if raw.strip().lower() in ("", "none", "off"):
         return None
+    if raw.strip().lower() == AUTO:
+        return AUTO
     return load_log_format(raw)
 
 
@@ -176,6 +180,13 @@ def check_credentials(s: Settings) -> None:
                 )
 
 
+def parse_optional_size(raw: str) -> int:
+    """A size, or 0 / ``off`` for "not set"."""
+    if raw.strip().lower() in ("0", "off", "none", ""):
+        return 0
+    return parse_positive_size(raw)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings(CommonSettings):
     """Tail nginx's log files on the shared volume and ship every line to one or more sinks
@@ -214,9 +225,10 @@ class Settings(CommonSettings):
         parse=choice("beginning", "end"),
     )
     format: Any = setting(
-        None,
-        help="parse lines into fields: combined, json, sidecars (nginx.conf's format) or none; "
-        "unparseable lines are shipped raw and counted",
+        "auto",
+        help="parse lines into fields: auto (detect combined, sidecars or json per file from its "
+        "first lines), combined, json, sidecars (nginx.conf's format) or none; unparseable "
+        "lines are shipped raw, counted and the first one per file logged",
         parse=parse_format,
         metavar="NAME",
     )
@@ -382,6 +394,31 @@ class Settings(CommonSettings):
         parse=parse_syslog_hostname,
     )
 
+    rotate_bytes: int = setting(
+        0,
+        help="rotate a tailed file once it is this large (e.g. 64MiB): rename it to "
+        "NAME.<UTC time>, then SIGUSR1 the nginx master (shared PID namespace) to reopen its logs; "
+        "the renamed file is deleted once every sink has acknowledged all of it. 0: off",
+        parse=parse_optional_size,
+        metavar="SIZE",
+    )
+    max_held_bytes: int = setting(
+        0,
+        help="cap on log bytes kept on the volume for lagging sinks (rotated files plus the "
+        "unacknowledged part of the live ones); past it the oldest rotated files are deleted "
+        "and their unread bytes counted as dropped (reason retention). Needs --rotate-bytes. "
+        "0: no cap",
+        parse=parse_optional_size,
+        metavar="SIZE",
+    )
+    nginx_pidfile: Path | None = setting(
+        None,
+        help="--rotate-bytes: the nginx master's pid file; default: find the master in /proc "
+        "(the one holding the rotated file open)",
+        parse=Path,
+        metavar="PATH",
+    )
+
     def check(self) -> None:
         if not self.sink:
             raise ValueError("--sink (LOG_SHIPPER_SINK) needs at least one sink")
@@ -389,12 +426,25 @@ class Settings(CommonSettings):
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
             raise ValueError(f"--sink: the same sink is given twice: {', '.join(duplicates)}")
-        if self.format is not None and self.log_format is not None:
+        if self.format not in (None, "auto") and self.log_format is not None:
             raise ValueError("--format and --log-format are exclusive: give one")
         check_credentials(self)
+        if self.max_held_bytes and not self.rotate_bytes:
+            raise ValueError(
+                "--max-held-bytes needs --rotate-bytes: only files the shipper rotated are "
+                "deleted to keep under the cap"
+            )
+        if self.max_held_bytes and self.max_held_bytes < 2 * self.rotate_bytes:
+            raise ValueError(
+                "--max-held-bytes must be at least twice --rotate-bytes (the live file grows "
+                "to --rotate-bytes before it is rotated, and one rotated file is kept)"
+            )
         if not self.paths:
             raise ValueError("--paths needs at least one glob")
 
     @property
     def parser(self) -> Any:
-        return self.format if self.format is not None else self.log_format
+        """A compiled parser, "auto" (detect per file), or None (no parsing)."""
+        if self.log_format is not None:
+            return self.log_format
+        return self.format

@@ -151,7 +151,8 @@ def test_log_shipper_sidecar():
     assert shipper["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert shipper["livenessProbe"]["httpGet"]["path"] == "/healthz"
     mounts = {m["name"]: m for m in shipper["volumeMounts"]}
-    assert mounts["logs"] == {"name": "logs", "mountPath": "/var/log/nginx", "readOnly": True}
+    # Read-write: it rotates (renames, deletes) nginx's logs.
+    assert mounts["logs"] == {"name": "logs", "mountPath": "/var/log/nginx"}
     # The state file lives on a writable volume of its own, which outlives container restarts.
     state = mounts["log-shipper-state"]
     assert not state.get("readOnly")
@@ -222,6 +223,41 @@ def test_podman_variant_drops_the_secret_volume_and_its_mounts():
     assert [m["mountPath"] for m in shipper["volumeMounts"]] == [
         m["mountPath"] for m in original["volumeMounts"] if m["name"] != "log-shipper-secrets"
     ]
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes quantity in Ki/Mi/Gi (all this project's manifests use)."""
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_logs_volume_and_ephemeral_storage_fit_the_shippers_cap():
+    from sidecars.runtime.parsers import parse_size
+
+    for docs in (variants.load(APP), variants.load(CLASSIC)):
+        (pod,) = pods_of(docs)
+        spec = pod["spec"]
+        containers = variants.all_containers(spec)
+        (shipper,) = (c for c in containers if c["name"] == "log-shipper")
+        env = {e["name"]: e.get("value") for e in shipper["env"]}
+        rotate = parse_size(env["LOG_SHIPPER_ROTATE_BYTES"])
+        held = parse_size(env["LOG_SHIPPER_MAX_HELD_BYTES"])
+        assert held >= 2 * rotate  # the shipper's own rule
+        volumes = {v["name"]: v.get("emptyDir", {}) for v in spec["volumes"]}
+        logs_limit = _bytes(volumes["logs"]["sizeLimit"])
+        live_files = len(env["LOG_SHIPPER_PATHS"].split(","))
+        # held (rotated + unacknowledged) + the acknowledged part of each live file, with slack
+        assert logs_limit >= held + live_files * rotate + 32 * 1024**2
+        for container in containers:
+            resources = container["resources"]
+            assert "ephemeral-storage" in resources["requests"], container["name"]
+            assert "ephemeral-storage" in resources["limits"], container["name"]
+        (nginx,) = (c for c in containers if c["name"] == "nginx")
+        assert _bytes(nginx["resources"]["limits"]["ephemeral-storage"]) > logs_limit
+        long_running = [c for c in containers if c in spec["containers"] or "restartPolicy" in c]
+        pod_limit = sum(_bytes(c["resources"]["limits"]["ephemeral-storage"]) for c in long_running)
+        sized = sum(_bytes(v["sizeLimit"]) for v in volumes.values() if "sizeLimit" in v)
+        assert pod_limit > sized
 
 
 @pytest.mark.parametrize("path", [APP, ORIGIN])
