@@ -32,10 +32,14 @@ def hardlink(name: str, target: str) -> tarfile.TarInfo:
     return info(name, kind=tarfile.LNKTYPE, link=target)
 
 
-def tar_gz(members: Iterable[tarfile.TarInfo | tuple[str, bytes]], level: int = 6) -> bytes:
+def tar_gz(
+    members: Iterable[tarfile.TarInfo | tuple[str, bytes]],
+    level: int = 6,
+    fmt: int = tarfile.PAX_FORMAT,
+) -> bytes:
     """A .tar.gz of ``members`` in this order: (name, data) pairs are regular files."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=level) as tar:
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=level, format=fmt) as tar:
         for member in members:
             if isinstance(member, tuple):
                 name, data = member
@@ -224,7 +228,7 @@ def huge_pax_header(size: int) -> bytes:
 def long_name(length: int) -> bytes:
     """A GNU long-name header of ``length`` bytes before one member."""
     name = "html/" + "n" * (length - 5)
-    return tar_gz([("html/index.html", b"ok\n"), (name, b"x")], level=9)
+    return tar_gz([("html/index.html", b"ok\n"), (name, b"x")], level=9, fmt=tarfile.GNU_FORMAT)
 
 
 @functools.cache
