@@ -20,7 +20,7 @@ from tests.support.procs import sidecars_cmd
 
 pytestmark = pytest.mark.integration
 
-# The fetcher at rest is ~28 MiB (local source) or ~45 MiB (HTTP source, aiohttp loaded); each
+# The fetcher at rest is ~28 MiB (local source) or ~38 MiB (HTTP source, aiohttp loaded); each
 # attack below would take from 256 MiB (main's whole-archive gunzip up to the cap) to 3 GiB.
 # 64 MiB is half the Pod's 128Mi limit.
 PEAK_BOUND_MIB = 64
