@@ -49,7 +49,6 @@ __all__ = [
     "top_level_names",
 ]
 
-MAX_MEMBERS = MAX_ENTRIES  # the name older code and tests use
 # A PAX record holds a path, a link target, times, a few xattrs: far below this. tarfile reads
 # an extended header whole into memory, so its declared size is checked before that.
 MAX_EXTENDED_HEADER_BYTES = 64 * 1024

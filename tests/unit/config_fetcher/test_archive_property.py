@@ -5,6 +5,7 @@ the real Publisher has written it no published path resolves (os.path.realpath) 
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import tarfile
@@ -111,3 +112,39 @@ def assert_published_inside(members: list[tuple[str, str, object]]) -> None:
 @example([("file", "f", b"f"), ("file", "a", b""), ("symlink", "b", "b//l")])
 def test_accepted_trees_publish_only_paths_inside_dest(members) -> None:
     assert_published_inside(members)
+
+
+GOOD_TAR = gzip.decompress(
+    build_tar(
+        [
+            ("file", "html/index.html", b"index"),
+            ("dir", "conf.d", b""),
+            ("symlink", "html/l", "index.html"),
+            ("hardlink", "html/h", "html/index.html"),
+        ]
+    )
+)
+
+
+@settings(max_examples=200, deadline=None, database=None, derandomize=True)
+@given(
+    st.lists(
+        # The headers and data are the first 3 KiB; the rest is the zero padding of the record.
+        st.tuples(st.integers(0, 3071), st.integers(0, 255)),
+        min_size=1,
+        max_size=8,
+    ),
+    st.integers(0, len(GOOD_TAR)),
+)
+def test_corrupted_tar_headers_give_a_bundle_or_a_verify_error(flips, cut) -> None:
+    """Fuzz tarfile under our checks: bytes of a valid tar changed (headers included) and the
+    stream cut anywhere, gzipped again so the tar reader sees the damage: the outcome is a
+    bundle or a VerifyError, never another exception, and an accepted bundle stays inside."""
+    raw = bytearray(GOOD_TAR)
+    for offset, byte in flips:
+        raw[offset] = byte
+    try:
+        bundle = from_tar_gz(gzip.compress(bytes(raw[:cut])), max_unpacked=1 << 20)
+    except VerifyError:
+        return
+    assert all(not p.startswith(("/", "..")) for p in bundle)
