@@ -106,7 +106,9 @@ class _CappedStream(io.RawIOBase):
         data = self._inner.read(size)
         self.count += len(data)
         if self.count > self._cap:
-            raise VerifyError(f"archive unpacks to more than {self._cap} bytes")
+            raise VerifyError(
+                f"archive unpacks to more than {self._cap} bytes (--max-unpacked-bytes)"
+            )
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
