@@ -62,6 +62,19 @@ from sidecars.runtime.logs import kv
 log = logging.getLogger("sidecars.log_shipper")
 
 
+def pod_identity(setting: str, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(namespace, name) of the Pod, either possibly None: from --pod-identity, else the
+    Downward API's POD_NAMESPACE/POD_NAME, else $HOSTNAME (a Pod's hostname is its name)."""
+    if setting == "off":
+        return None, None
+    if setting != "auto":
+        namespace, _, name = setting.rpartition("/")
+        return namespace or None, name
+    name = environ.get("POD_NAME", "").strip() or environ.get("HOSTNAME", "").strip() or None
+    namespace = environ.get("POD_NAMESPACE", "").strip() or None
+    return (namespace if name else None), name
+
+
 def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
     """ValueError (naming the setting) for a ${VAR} that is not set."""
     labels = {}
@@ -70,6 +83,13 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
             labels[name] = expand_env(value, environ)
         except ValueError as exc:
             raise ValueError(f"--loki-label {name}: {exc}") from None
+    namespace, pod = pod_identity(settings.pod_identity, environ)
+    # Replicas must not share Loki streams: identical lines at identical offsets get identical
+    # timestamps, and Loki would keep one of the two. Labels given explicitly win.
+    if pod is not None:
+        labels.setdefault("pod", pod)
+        if namespace is not None:
+            labels.setdefault("namespace", namespace)
     return SinkOptions(
         send_timeout=settings.send_timeout,
         gzip_level=settings.gzip_level,
@@ -80,6 +100,7 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
         loki_bearer_token=settings.loki_bearer_token,
         http_headers=dict(settings.http_header),
         ca_file=settings.ca_file,
+        pod_identity=None if pod is None else "/".join(filter(None, (namespace, pod))),
         # $HOSTNAME is the Pod's name; anything RFC 5424 does not allow becomes "_".
         hostname=settings.hostname or clean_header_field("hostname", environ.get("HOSTNAME", "")),
     )

@@ -62,6 +62,20 @@ def parse_syslog_hostname(raw: str) -> str:
     return check_header_field("hostname", raw.strip())
 
 
+_POD_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def parse_pod_identity(raw: str) -> str:
+    """``auto``, ``off``, ``NAME`` or ``NAMESPACE/NAME`` (Kubernetes object-name characters)."""
+    value = raw.strip()
+    if value.lower() in ("auto", "off"):
+        return value.lower()
+    parts = value.split("/")
+    if len(parts) > 2 or not all(_POD_PART.fullmatch(part) for part in parts):
+        raise ValueError("expected auto, off, NAME or NAMESPACE/NAME (letters, digits, . _ -)")
+    return value
+
+
 def parse_ca_file(raw: str) -> str:
     """A CA bundle that TLS can load now, not at the first connection."""
     import ssl
@@ -240,6 +254,15 @@ class Settings(CommonSettings):
         help="HOSTNAME field of syslog/RELP messages, printable ASCII without blanks (default: "
         "$HOSTNAME, the Pod name, with other characters replaced by '_')",
         parse=parse_syslog_hostname,
+    )
+    pod_identity: str = setting(
+        "auto",
+        help="the Pod's identity, in each HTTP batch's Idempotency-Key and as Loki's 'pod' (and "
+        "'namespace') stream labels unless --loki-label sets them, so replicas never collide: "
+        "auto ($POD_NAMESPACE/$POD_NAME from the Downward API, else $HOSTNAME, the Pod's name), "
+        "NAMESPACE/NAME, NAME, or off",
+        parse=parse_pod_identity,
+        metavar="ID",
     )
 
     def check(self) -> None:

@@ -1,10 +1,15 @@
-"""What the sinks receive from the settings: the syslog HOSTNAME, taken from the Pod's name."""
+"""What the sinks receive from the settings: the syslog HOSTNAME and the Pod's identity."""
 
 from __future__ import annotations
 
+import pytest
+
 from sidecars.log_shipper.main import sink_options
 from sidecars.log_shipper.settings import PART, Settings
-from sidecars.runtime.settings import load
+from sidecars.log_shipper.sinks.base import Batch
+from sidecars.log_shipper.sinks.http import HttpSink
+from sidecars.log_shipper.sinks.options import SinkOptions
+from sidecars.runtime.settings import SettingsError, load
 
 
 def settings(*flags: str) -> Settings:
@@ -20,3 +25,41 @@ def test_hostname_from_the_environment_is_made_valid_quietly() -> None:
 
 def test_the_hostname_setting_wins() -> None:
     assert sink_options(settings("--hostname", "edge-1"), {"HOSTNAME": "x"}).hostname == "edge-1"
+
+
+def test_pod_identity_defaults_to_the_downward_api_then_hostname() -> None:
+    env = {"POD_NAME": "web-7f9c-abcde", "POD_NAMESPACE": "shop", "HOSTNAME": "other"}
+    options = sink_options(settings(), env)
+    assert options.pod_identity == "shop/web-7f9c-abcde"
+    assert options.loki_labels == {"job": "nginx", "pod": "web-7f9c-abcde", "namespace": "shop"}
+    options = sink_options(settings(), {"HOSTNAME": "web-0"})
+    assert options.pod_identity == "web-0"
+    assert options.loki_labels == {"job": "nginx", "pod": "web-0"}
+    options = sink_options(settings(), {})
+    assert options.pod_identity is None and options.loki_labels == {"job": "nginx"}
+
+
+def test_pod_identity_setting_and_explicit_labels_win() -> None:
+    env = {"POD_NAME": "web-1", "POD_NAMESPACE": "shop"}
+    options = sink_options(settings("--pod-identity", "edge/gw-2"), env)
+    assert options.pod_identity == "edge/gw-2"
+    assert options.loki_labels == {"job": "nginx", "pod": "gw-2", "namespace": "edge"}
+    options = sink_options(settings("--pod-identity", "off"), env)
+    assert options.pod_identity is None and options.loki_labels == {"job": "nginx"}
+    labelled = settings("--loki-label", "job=x", "--loki-label", "pod=${POD_NAME}-a")
+    labels = sink_options(labelled, env).loki_labels
+    assert labels == {"job": "x", "pod": "web-1-a", "namespace": "shop"}
+
+
+def test_pod_identity_is_validated() -> None:
+    for bad in ("a/b/c", "a b", "/x", "x/"):
+        with pytest.raises(SettingsError, match="pod-identity"):
+            settings("--pod-identity", bad)
+
+
+async def test_idempotency_key_carries_the_pod_identity() -> None:
+    batch = Batch("/log", "fp", ["a"], [0, 2], [1])
+    _, headers = await HttpSink("http://h/i", SinkOptions(pod_identity="shop/web-1")).prepare(batch)
+    assert headers["Idempotency-Key"] == "shop/web-1/fp:0-2"
+    _, headers = await HttpSink("http://h/i", SinkOptions()).prepare(batch)
+    assert headers["Idempotency-Key"] == "fp:0-2"
