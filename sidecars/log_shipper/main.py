@@ -32,8 +32,15 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   entries); HTTP receivers see new batch boundaries, hence new keys, and get the lines twice;
   stdout/syslog/RELP repeat them. To avoid the repeat, restore the state file or start with
   --start-position end (which skips lines written while the shipper was down).
-- SIGTERM: reading stops, open batches are flushed, queues drain and the state is written, all
-  within --drain-timeout; what could not be delivered by then is sent after the restart.
+- SIGTERM (the final drain): every file is read to its end, and when the nginx master is
+  visible through the Pod's shared PID namespace, only once it has exited (writer.py), so the
+  lines nginx writes while it stops are shipped too; then open batches are flushed, queues
+  drain and the state is written, all within --drain-timeout. What could not be delivered by
+  then is logged with its byte count per sink and sent after a restart (if the volume survives).
+- Probes: /readyz is 200 once the state is loaded and written (the shipper is reading), and
+  never depends on a sink: a sink outage is log_shipper_sink_up 0 and the last-success time,
+  for an alert. /healthz fails only when one of the shipper's own loops (each sink's reader
+  and sender, the state keeper) has not turned for --stale-after; a failing send is a turn.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from sidecars.log_shipper.sinks import build_sink
 from sidecars.log_shipper.sinks.options import SinkOptions
 from sidecars.log_shipper.sinks.rfc5424 import clean_header_field
 from sidecars.log_shipper.state import Checkpointer
+from sidecars.log_shipper.writer import WriterWatch
 from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Deadline
 from sidecars.runtime.envexpand import expand as expand_env
@@ -141,7 +149,9 @@ class Shipper:
             return 1
         metrics = ShipperMetrics(self.ctx.registry)
         for spec, sink in sinks:
-            self.pipelines.append(SinkPipeline(spec, sink, settings, checkpointer, metrics))
+            self.pipelines.append(
+                SinkPipeline(spec, sink, settings, checkpointer, metrics, self.ctx.health)
+            )
         self.ctx.registry.register(PipelineCollector(lambda: self.pipelines, checkpointer))
         started = []
         try:
@@ -159,7 +169,10 @@ class Shipper:
     async def _ship(self, checkpointer: Checkpointer) -> int:
         settings = self.settings
         reading_stop = asyncio.Event()
-        readers = [asyncio.create_task(p.read(reading_stop)) for p in self.pipelines]
+        # Started means: state loaded and writable, readers running. Never the sinks' health.
+        self.ctx.health.set_ready(True, f"shipping; state loaded from {settings.state_file}")
+        watch = WriterWatch(settings.paths)
+        readers = [asyncio.create_task(p.read(reading_stop, watch.gone)) for p in self.pipelines]
         senders = [asyncio.create_task(p.send(reading_stop)) for p in self.pipelines]
         keeper = asyncio.create_task(self._keep_state(checkpointer))
         log.info(
@@ -178,6 +191,7 @@ class Shipper:
                 log.error("pipeline failed", exc_info=task.exception())
         # Drain: leave a margin inside the lifecycle's deadline for the final state write.
         drain = Deadline(max(0.0, settings.drain_timeout - min(1.0, settings.drain_timeout / 5)))
+        started = time.monotonic()
         reading_stop.set()
         pending = {task for task in workers if not task.done()}
         if pending:
@@ -185,12 +199,8 @@ class Shipper:
         for task in pending:
             task.cancel()
         if pending:
-            queued = sum(p.queue.bytes for p in self.pipelines)
-            log.warning(
-                "drain deadline reached; undelivered lines are sent after the restart",
-                extra=kv(queued_bytes=queued),
-            )
             await asyncio.gather(*pending, return_exceptions=True)
+        self._report_drain(pending, time.monotonic() - started)
         stopped.cancel()
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -200,9 +210,23 @@ class Shipper:
         failed = any(t.done() and not t.cancelled() and t.exception() for t in workers)
         return 1 if failed and not self.ctx.stop.is_set() else 0
 
+    def _report_drain(self, cut_short: set[asyncio.Task[None]], seconds: float) -> None:
+        """What the final drain left undelivered, per sink, in bytes of the files."""
+        behind = {p.key: sum(p.lag().values()) for p in self.pipelines}
+        fields = {"undelivered_bytes": behind, "seconds": round(seconds, 3)}
+        if cut_short:
+            log.warning(
+                "drain deadline reached; undelivered lines stay on the volume for a restart",
+                extra=kv(**fields, drain_timeout=self.settings.drain_timeout),
+            )
+        elif any(behind.values()):  # only an unterminated last line can be left
+            log.info("drained; what is left has no newline yet", extra=kv(**fields))
+        else:
+            log.info("drained: every line of every file was delivered", extra=kv(**fields))
+
     async def _keep_state(self, checkpointer: Checkpointer) -> None:
-        """Write acknowledged offsets every --checkpoint-interval; keep health current."""
-        health = self.ctx.health
+        """Write acknowledged offsets every --checkpoint-interval."""
+        loop = self.ctx.health.loop("state")
         while True:
             open_now: set[str] = set()
             for pipeline in self.pipelines:
@@ -211,12 +235,8 @@ class Shipper:
             for pipeline in self.pipelines:
                 for fingerprint in [f for f in pipeline.stampers if f not in checkpointer.streams]:
                     del pipeline.stampers[fingerprint]
-            await checkpointer.write()
-            health.progress()
-            down = [f"{p.key}: {p.last_error}" for p in self.pipelines if not p.up]
-            if not checkpointer.last_write_ok:
-                down.append(f"state file not writable: {checkpointer.file.path}")
-            health.set_ready(not down, "; ".join(down) or "all sinks up")
+            await checkpointer.write()  # a failure is logged and counted (state_writes)
+            loop.tick()
             await asyncio.sleep(self.settings.checkpoint_interval)
 
 

@@ -195,9 +195,10 @@ class Settings(CommonSettings):
     )
     checkpoint_interval: float = setting(
         1.0,
-        help="acknowledged offsets of the de-duplicating sinks (loki, http) are written at most "
-        "this often (a crash re-sends at most this much, which they absorb); those of syslog, "
-        "relp and stdout are written before their next batch is sent",
+        help="acknowledged offsets of the http sink (its receiver de-duplicates by "
+        "Idempotency-Key) are written at most this often (a crash re-sends at most this much, "
+        "which it absorbs); those of loki, syslog, relp and stdout are written before their "
+        "next batch is sent",
         parse=parse_positive_duration,
     )
     poll_interval: float = setting(
@@ -278,6 +279,14 @@ class Settings(CommonSettings):
             raise ValueError("--loki-bearer-token and --loki-username are exclusive: give one")
         if not self.paths:
             raise ValueError("--paths needs at least one glob")
+        longest_wait = max(self.send_timeout, self.retry_max)
+        if self.stale_after <= longest_wait:
+            # A sender retrying a sink that is down turns at least that often: a shorter
+            # --stale-after would fail liveness for a sink outage.
+            raise ValueError(
+                f"--stale-after ({self.stale_after:g}s) must be longer than --send-timeout and "
+                f"--retry-max ({longest_wait:g}s)"
+            )
 
     @property
     def parser(self) -> Any:
