@@ -32,15 +32,15 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   entries); HTTP receivers see new batch boundaries, hence new keys, and get the lines twice;
   stdout/syslog/RELP repeat them. To avoid the repeat, restore the state file or start with
   --start-position end (which skips lines written while the shipper was down).
-- SIGTERM (the final drain): every file is read to its end, and when the nginx master is
-  visible through the Pod's shared PID namespace, only once it has exited (writer.py), so the
-  lines nginx writes while it stops are shipped too; then open batches are flushed, queues
+- SIGTERM (the final drain): every file is read to its end, and when the nginx master is visible
+  through the Pod's shared PID namespace, only once it has exited (runtime/nginx_exit.py), so
+  the lines nginx writes while it stops are shipped too; then open batches are flushed, queues
   drain and the state is written, all within --drain-timeout. What could not be delivered by
   then is logged with its byte count per sink and sent after a restart (if the volume survives).
 - Probes: /readyz is 200 once the state is loaded and written (the shipper is reading), and
   never depends on a sink: a sink outage is log_shipper_sink_up 0 and the last-success time,
-  for an alert. /healthz fails only when one of the shipper's own loops (each sink's reader
-  and sender, the state keeper) has not turned for --stale-after; a failing send is a turn.
+  for an alert. /healthz fails only when one of the shipper's own loops (each sink's reader and
+  sender, the state keeper) has not turned for --stale-after; a failing send is a turn.
 """
 
 from __future__ import annotations
@@ -61,11 +61,11 @@ from sidecars.log_shipper.sinks import build_sink
 from sidecars.log_shipper.sinks.options import SinkOptions
 from sidecars.log_shipper.sinks.rfc5424 import clean_header_field
 from sidecars.log_shipper.state import Checkpointer
-from sidecars.log_shipper.writer import WriterWatch
 from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Deadline
 from sidecars.runtime.envexpand import expand as expand_env
 from sidecars.runtime.logs import kv
+from sidecars.runtime.nginx_exit import WriterWatch
 
 log = logging.getLogger("sidecars.log_shipper")
 

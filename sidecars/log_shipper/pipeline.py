@@ -12,8 +12,8 @@ is retried: a sink that is down is a metric, not a stuck process. Only a loop th
 fails /healthz.
 
 Shutdown (``stop``): the reader goes on reading every file to its end; the end is final once
-``writers_gone()`` says nothing writes any more (the nginx master has exited: writer.py), then
-the open batches are flushed and the sender delivers what is queued.
+``writers_gone()`` says nothing writes any more (the nginx master has exited:
+runtime/nginx_exit.py), then the open batches are flushed and the sender delivers what is queued.
 """
 
 from __future__ import annotations

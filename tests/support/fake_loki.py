@@ -23,7 +23,9 @@ JSON pushes:
 - ``X-Scope-OrgID`` required with ``--tenant``; ``--basic user:pass`` / ``--bearer TOKEN`` check
   ``Authorization`` (401 otherwise); success is 204.
 
-Test hooks: ``POST /control`` ``{"status": 429, "count": N}``; ``GET /stats``; ``GET /entries``
+Test hooks: ``POST /control`` ``{"status": 429, "count": N}``, ``{"hang": true}`` (hold every push
+unanswered, counted in ``held``, until ``{"hang": false}``; a held push whose sender has gone
+meanwhile is not stored: it never fully arrived); ``GET /stats``; ``GET /entries``
 (per stream: labels and entries in timestamp order, repeats merged as a log query does;
 ``?stored=1``: every stored entry, repeats included, as a metric query counts them).
 """
@@ -31,6 +33,7 @@ Test hooks: ``POST /control`` ``{"status": 429, "count": N}``; ``GET /stats``; `
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import re
@@ -86,10 +89,13 @@ class LokiStore:
             "too_far_behind": 0,
             "faults": 0,
             "gzip": 0,
+            "held": 0,
+            "abandoned": 0,
         }
     )
     fault_status: int = 0
     fault_count: int = 0
+    released: asyncio.Event | None = None  # cleared: pushes are held (made in the server loop)
 
     def push(self, payload: Any) -> list[str]:
         """Validate a whole push first (a malformed request stores nothing), then store it.
@@ -167,6 +173,13 @@ async def push(request: web.Request) -> web.Response:
     store: LokiStore = request.app["store"]
     store.counters["requests"] += 1
     body = await request.read()
+    if store.released is not None and not store.released.is_set():
+        store.counters["held"] += 1
+        await store.released.wait()
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            store.counters["abandoned"] += 1
+            return web.Response(status=499, text="the sender has gone")
     if store.fault_count > 0:
         store.fault_count -= 1
         store.counters["faults"] += 1
@@ -197,7 +210,13 @@ async def push(request: web.Request) -> web.Response:
 async def control(request: web.Request) -> web.Response:
     store: LokiStore = request.app["store"]
     order = await request.json()
-    store.fault_status, store.fault_count = int(order["status"]), int(order["count"])
+    if "status" in order:
+        store.fault_status, store.fault_count = int(order["status"]), int(order["count"])
+    if "hang" in order:
+        if store.released is None:
+            store.released = asyncio.Event()
+            store.released.set()
+        (store.released.clear if order["hang"] else store.released.set)()
     return web.json_response({"ok": True})
 
 

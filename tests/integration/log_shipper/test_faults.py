@@ -130,8 +130,9 @@ def write_lines(path: Path, start: int, stop: int) -> None:
 
 
 def test_receiver_down_then_back(tmp_path, receiver, shippers):
-    """The receiver stopped for 30 s, then started: retries with backoff meanwhile, not ready,
-    and every line shipped exactly once when it is back."""
+    """The receiver stopped for 30 s, then started: retries with backoff meanwhile, still
+    ready (a sink's outage is a metric, never the shipper's readiness), and every line shipped
+    exactly once when it is back."""
     log = tmp_path / "logs" / "access.log"
     log.parent.mkdir()
     shipper = http_shipper(
@@ -147,7 +148,7 @@ def test_receiver_down_then_back(tmp_path, receiver, shippers):
     wait_until(lambda: time.monotonic() > outage_end, timeout=40, interval=0.2)
     assert shipper.metric("log_shipper_retries_total") > 0
     status, _, _ = http_get(f"http://127.0.0.1:{shipper.port}/readyz")
-    assert status == 503, "not ready while the sink is unreachable"
+    assert status == 200, "a sink outage does not make the shipper unready"
     receiver.start()
     got = wait_for_ids(receiver, 3000)
     assert got == Counter(range(3000))

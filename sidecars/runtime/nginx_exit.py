@@ -1,11 +1,12 @@
-"""The process writing the logs: the nginx master, seen through the Pod's shared PID namespace.
+"""Waiting for nginx to exit: its master, seen through the Pod's shared PID namespace.
 
-On SIGTERM the shipper reads every file to its end, but "the end" is final only once nothing
-writes any more. In a Pod with ``shareProcessNamespace: true`` the shipper sees nginx's
-processes in /proc: it waits until the nginx master that has its log files open has exited
-(its workers write through descriptors inherited from it and exit before it does), then reads
-to the end. Without a shared PID namespace no master is visible and the end is taken as final
-at once (in a native-sidecar Pod, Kubernetes stops nginx before its sidecars anyway).
+For the log-shipper's final drain: on SIGTERM it reads every file to its end, but "the end" is
+final only once nothing writes any more. In a Pod with ``shareProcessNamespace: true`` the
+shipper sees nginx's processes in /proc: it waits until the nginx master that has its log files
+open has exited (its workers write through descriptors inherited from it and exit before it
+does), then reads to the end. Without a shared PID namespace no master is visible and the end is
+taken as final at once (in a native-sidecar Pod, Kubernetes stops nginx before its sidecars
+anyway).
 
 A master is one whose command line starts with ``nginx: master process``. Of those, only a
 master holding one of the tailed files open counts, so unrelated nginx processes (other Pods'
@@ -13,7 +14,7 @@ on a node with a shared host PID namespace, other tests on a machine) are not wa
 master whose descriptors cannot be read (another user) counts, since in a Pod's own PID
 namespace every nginx is the Pod's.
 
-``python -m sidecars.log_shipper.writer --wait [--timeout S] [--paths GLOB ...]`` waits until no
+``python -m sidecars.runtime.nginx_exit --wait [--timeout S] [--paths GLOB ...]`` waits until no
 such master is left (a preStop hook: the classic Pod's sidecars then get their SIGTERM only
 after nginx has stopped) and exits 0, also at the timeout, which it reports on stderr.
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from sidecars.runtime.logs import kv
 
-log = logging.getLogger("sidecars.log_shipper")
+log = logging.getLogger("sidecars.nginx_exit")
 
 MASTER = b"nginx: master process"
 PROC = Path("/proc")
