@@ -7,17 +7,20 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   nothing acknowledged; on restart each sink re-reads from its own offset. One batch at a time
   is sent to a sink (the next one is only encoded meanwhile), so "the batch in flight" below is
   one batch of at most about --batch-bytes of lines.
-- What a crash repeats depends on whether the destination can absorb a repeat. For loki and
-  http, acknowledgements are written every --checkpoint-interval, so a restart re-sends the
-  batch in flight plus at most --checkpoint-interval of acknowledged batches, and the
-  destination drops them (below). For syslog, relp and stdout, each acknowledgement is written
+- What a crash repeats depends on whether the destination can absorb a repeat. For http,
+  acknowledgements are written every --checkpoint-interval, so a restart re-sends the batch in
+  flight plus at most --checkpoint-interval of acknowledged batches, and a receiver honouring
+  Idempotency-Key drops them. For loki, syslog, relp and stdout, each acknowledgement is written
   before the next batch is sent, so a restart re-sends at most the batch in flight at the crash.
-- loki: at-least-once delivery, and no duplicate entries: re-sent entries carry the same labels
-  and deterministic timestamps, so Loki's own de-duplication drops them.
+- loki: at-least-once; nothing acknowledged is re-sent. The batch in flight may be: its entries
+  are identical (same labels, deterministic timestamps), and Loki drops them while the originals
+  are in the stream's head block (sinks/loki.py says when it does not).
 - http: at-least-once; exactly-once at a receiver that de-duplicates by Idempotency-Key
-  (``<fingerprint>:<start>-<end>``): a batch's boundaries are made durable before its first send,
-  so a re-send after a restart is the same batch under the same key. A receiver that ignores the
-  key gets the repeats described above.
+  (``[<namespace>/<pod>/]<fingerprint>:<start>-<end>``): a batch's boundaries are made durable
+  before its first send, so a re-send after a restart is the same batch under the same key. A
+  receiver that ignores the key gets the repeats described above.
+- Replicas: the Pod's identity (--pod-identity) is in every Idempotency-Key and Loki stream, so
+  two Pods whose files hold identical lines at identical offsets never share a key or a stream.
 - relp: every message is acknowledged; a crash repeats at most the acknowledged part of the
   batch in flight (and a broken connection at most the RELP window: see sinks/relp.py).
 - syslog: no acknowledgements at all: see sinks/syslog.py for what can be lost or repeated.
@@ -28,10 +31,11 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   disk space held for it.
 - A corrupted or truncated state file is moved aside (``<state>.corrupt-<time>``) with an error
   log line, and shipping starts over from --start-position (default: the beginning of every
-  file): nothing is lost, every line present is sent again. Loki absorbs the repeat (same
-  entries); HTTP receivers see new batch boundaries, hence new keys, and get the lines twice;
-  stdout/syslog/RELP repeat them. To avoid the repeat, restore the state file or start with
-  --start-position end (which skips lines written while the shipper was down).
+  file): nothing is lost, every line present is sent again. Loki drops the identical entries
+  still in its head blocks and stores the rest again; HTTP receivers see new batch boundaries,
+  hence new keys, and get the lines twice; stdout/syslog/RELP repeat them. To avoid the
+  repeat, restore the state file or start with --start-position end (which skips lines written
+  while the shipper was down).
 - SIGTERM (the final drain): every file is read to its end, and when the nginx master is visible
   through the Pod's shared PID namespace, only once it has exited (runtime/nginx_exit.py), so
   the lines nginx writes while it stops are shipped too; then open batches are flushed, queues

@@ -10,6 +10,7 @@ e2e test uses: the manifest itself ships to stdout.
 
 from __future__ import annotations
 
+import http.client
 import json
 import uuid
 from collections.abc import Iterator
@@ -257,3 +258,46 @@ def test_state_file_on_its_own_volume_and_the_logs_read_only(
     offsets = wait_until(acknowledged, timeout=15, interval=0.2, what="offsets checkpointed")
     assert {sink for _, sink in offsets} == set(receivers.keys)
     assert {path for path, _ in offsets} == {f"/var/log/nginx/{n}" for n in LOGS}
+
+
+BURST = 2000
+
+
+def test_pod_deleted_right_after_a_burst_loses_no_request(
+    engine: Podman, origin: pods.PlayedPod, receivers: Receivers
+) -> None:
+    """Issue 9: the Pod is stopped (as a delete does: every container at once, nginx with its
+    graceful SIGQUIT, the sidecars with SIGTERM) the moment a burst of requests has been
+    answered. The shipper waits for the nginx master to exit, reads the logs to their end and
+    delivers before it exits: every request is at the receiver, once."""
+    pod = pods.play(
+        engine,
+        pods.APP_POD,
+        name="sidecars-logs-down",
+        env={"LOG_SHIPPER_SINK": f"http={receivers.http.url}"},
+    )
+    try:
+        assert pod.play.returncode == 0, pod.play.stderr
+        pods.wait_http_ok(pod.url(9102, "/readyz"), what="log-shipper /readyz")
+        pods.wait_http_ok(pod.url(8080), what="nginx up")
+        marker = uuid.uuid4().hex[:12]
+        conn = http.client.HTTPConnection("127.0.0.1", pod.ports[8080], timeout=10)
+        try:
+            for i in range(BURST):
+                conn.request("GET", f"/?e2e={marker}-{i:04d}")
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200
+        finally:
+            conn.close()
+        # At once: no waiting for the shipper to catch up. The grace is the manifest's.
+        engine("pod", "stop", "--time", "45", pod.name, timeout=120)
+        shipper_log = engine.logs(f"{pod.name}-{SHIPPER}")
+        exit_code = engine.inspect(f"{pod.name}-{SHIPPER}")["State"]["ExitCode"]
+    finally:
+        engine.down(pod.name)
+    got = [e for e in receivers.http.lines() if marker in e["line"]]
+    wanted = [f"GET /?e2e={marker}-{i:04d} HTTP/1.1" for i in range(BURST)]
+    assert sorted(e["fields"]["request"] for e in got) == wanted, shipper_log[-3000:]
+    assert exit_code == 0, shipper_log[-3000:]
+    assert '"drained' in shipper_log, shipper_log[-3000:]
