@@ -53,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,8 @@ from sidecars.runtime.nginx_exit import WriterWatch
 
 log = logging.getLogger("sidecars.log_shipper")
 
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
 
 def pod_identity(setting: str, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
     """(namespace, name) of the Pod, either possibly None: from --pod-identity, else the
@@ -82,8 +85,14 @@ def pod_identity(setting: str, environ: Mapping[str, str]) -> tuple[str | None, 
     if setting != "auto":
         namespace, _, name = setting.rpartition("/")
         return namespace or None, name
-    name = environ.get("POD_NAME", "").strip() or environ.get("HOSTNAME", "").strip() or None
-    namespace = environ.get("POD_NAMESPACE", "").strip() or None
+
+    def clean(value: str) -> str | None:
+        # From the environment, unchecked: it goes into an HTTP header and a label, so anything
+        # but an object name's characters (CR, LF, '/', blanks...) becomes '_'.
+        return _UNSAFE_ID.sub("_", value.strip())[:253] or None
+
+    name = clean(environ.get("POD_NAME", "")) or clean(environ.get("HOSTNAME", ""))
+    namespace = clean(environ.get("POD_NAMESPACE", ""))
     return (namespace if name else None), name
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from sidecars.log_shipper.main import sink_options
-from sidecars.log_shipper.settings import PART, Settings
+from sidecars.log_shipper.settings import PART, Settings, parse_pod_identity
 from sidecars.log_shipper.sinks.base import Batch
 from sidecars.log_shipper.sinks.http import HttpSink
 from sidecars.log_shipper.sinks.options import SinkOptions
@@ -63,3 +68,27 @@ async def test_idempotency_key_carries_the_pod_identity() -> None:
     assert headers["Idempotency-Key"] == "shop/web-1/fp:0-2"
     _, headers = await HttpSink("http://h/i", SinkOptions()).prepare(batch)
     assert headers["Idempotency-Key"] == "fp:0-2"
+
+
+@given(st.dictionaries(st.sampled_from(["POD_NAME", "POD_NAMESPACE", "HOSTNAME"]), st.text()))
+@hypothesis_settings(max_examples=200, deadline=None)
+def test_pod_identity_from_any_environment_is_a_safe_header_value(env: dict[str, str]) -> None:
+    options = sink_options(settings(), env)
+    identity = options.pod_identity
+    if identity is None:
+        assert "pod" not in options.loki_labels
+        return
+    assert re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?", identity), identity
+    assert identity.split("/")[-1] == options.loki_labels["pod"]
+
+
+@given(st.text(max_size=80))
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_pod_identity_setting_accepts_only_names(raw: str) -> None:
+    try:
+        value = parse_pod_identity(raw)
+    except ValueError:
+        return
+    assert value in ("auto", "off") or re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", value
+    ), value

@@ -7,9 +7,12 @@ line), a pid reused by something else, a /proc that cannot be listed."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecars.runtime import nginx_exit as writer
 
@@ -81,3 +84,13 @@ def test_no_visible_master_means_the_end_is_final(tmp_path: Path, logs: Path) ->
     make_proc(proc, 50, b"nginx: master process nginx\0", [logs / "access.log"])
     assert not writer.wait(None, 0.2, proc)  # still running at the timeout
     assert writer.main(["--wait", "--timeout", "0"]) == 0  # a preStop hook never fails
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_any_command_line_is_a_master_only_with_nginx_s_prefix(cmdline: bytes) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        proc = Path(root)
+        make_proc(proc, 7, cmdline)
+        assert writer.is_master(7, proc) == cmdline.startswith(b"nginx: master process")
+        assert writer.masters(proc) == ([7] if cmdline.startswith(writer.MASTER) else [])
