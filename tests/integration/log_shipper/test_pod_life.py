@@ -103,6 +103,34 @@ def test_sigterm_while_nginx_writes_ships_until_nginx_has_exited(
     assert "nginx has exited; reading the logs to their end" in shipper.output()
 
 
+def test_sigterm_with_the_sink_hung_stops_at_the_deadline_and_logs_what_is_left(
+    tmp_path, receiver, shippers
+):
+    log = tmp_path / "logs" / "access.log"
+    log.parent.mkdir()
+    write_backlog(log, 1000)
+    shipper = Shipper(
+        tmp_path / "shipper", "--paths", str(log), "--sink", f"http={receiver.url}",
+        "--batch-wait", "100ms", "--drain-timeout", "3s",
+    )  # fmt: skip
+    shippers.append(shipper.start())
+    wait_until(lambda: receiver.stats()["lines"] == 1000, timeout=30, what="first 1000")
+    receiver.control(hang=True)  # the sink stops answering
+    write_backlog(log, 500, start=1000)
+    wait_until(lambda: receiver.stats()["requests"] >= 2, timeout=15, what="a held batch")
+    started = time.monotonic()
+    assert shipper.terminate(timeout=15) == 0
+    assert time.monotonic() - started < 3 + 2  # the deadline, plus the process's exit
+    (report,) = [x for x in log_lines(shipper) if x["msg"].startswith("drain deadline reached")]
+    left = sum(len(LINE.format(i)) for i in range(1000, 1500))
+    assert report["undelivered_bytes"] == {f"http={receiver.url}": left}
+    receiver.control(hang=False)
+    # ... and they are still on the volume for the next start: shipped then, once.
+    shipper.start()
+    wait_until(lambda: receiver.stats()["lines"] >= 1500, timeout=30, what="the rest")
+    assert receiver_ids(receiver) == Counter(range(1500))
+
+
 # --- 2. replicas ---------------------------------------------------------------------------------
 
 
