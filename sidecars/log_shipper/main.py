@@ -41,7 +41,7 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   the lines nginx writes while it stops are shipped too; then open batches are flushed, queues
   drain and the state is written, all within --drain-timeout. What could not be delivered by
   then is logged with its byte count per sink and sent after a restart (if the volume survives).
-- Probes: /readyz is 200 once the state is loaded and written (the shipper is reading), and
+- Probes: /readyz is 200 once the state is loaded and written (reading starts), and
   never depends on a sink: a sink outage is log_shipper_sink_up 0 and the last-success time,
   for an alert. /healthz fails only when one of the shipper's own loops (each sink's reader and
   sender, the state keeper) has not turned for --stale-after; a failing send is a turn.
@@ -160,6 +160,9 @@ class Shipper:
         if not await checkpointer.write():
             log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
             return 1
+        # Started means: the state is loaded and writable. Never a sink's health, nor even a
+        # connection to it (sinks connect at start: a black-holed one must not delay this).
+        self.ctx.health.set_ready(True, f"started; state loaded from {settings.state_file}")
         metrics = ShipperMetrics(self.ctx.registry)
         for spec, sink in sinks:
             self.pipelines.append(
@@ -182,8 +185,6 @@ class Shipper:
     async def _ship(self, checkpointer: Checkpointer) -> int:
         settings = self.settings
         reading_stop = asyncio.Event()
-        # Started means: state loaded and writable, readers running. Never the sinks' health.
-        self.ctx.health.set_ready(True, f"shipping; state loaded from {settings.state_file}")
         watch = WriterWatch(settings.paths)
         readers = [asyncio.create_task(p.read(reading_stop, watch.gone)) for p in self.pipelines]
         senders = [asyncio.create_task(p.send(reading_stop)) for p in self.pipelines]
