@@ -120,8 +120,11 @@ def test_sigkill_mid_batch_and_restart_several_times(tmp_path, nginx, receiver, 
         return found
 
     wait_until(lambda: sum(loki_ids().values()) >= 5000, timeout=60, what="loki entries")
-    assert loki_ids() == Counter(range(5000)), "Loki de-duplicated the re-sent entries"
-    assert loki.stats()["duplicates"] > 0
+    assert loki_ids() == Counter(range(5000)), "a log query sees every line once"
+    # Each Loki acknowledgement is checkpointed before the next batch: a crash can repeat only
+    # the batch in flight (8 KiB, ~55 access lines), which Loki stores again only if its head
+    # block was cut in between (test_pod_life.py has the exact count for a clean cut).
+    assert loki.stats()["stored_repeats"] <= 4 * 8192 // 100, loki.stats()
 
 
 def write_lines(path: Path, start: int, stop: int) -> None:
