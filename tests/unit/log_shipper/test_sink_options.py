@@ -92,3 +92,13 @@ def test_pod_identity_setting_accepts_only_names(raw: str) -> None:
     assert value in ("auto", "off") or re.fullmatch(
         r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?", value
     ), value
+
+
+def test_stale_after_must_outlast_a_retried_send() -> None:
+    # A sender retrying a sink that is down turns once per attempt and per pause: liveness
+    # would fail for a mere outage if --stale-after were shorter.
+    with pytest.raises(SettingsError, match=re.escape("--stale-after (30s) must be longer")):
+        settings("--stale-after", "30s")
+    with pytest.raises(SettingsError, match="--stale-after"):
+        settings("--send-timeout", "90s")
+    assert settings("--stale-after", "31s").stale_after == 31.0
