@@ -214,7 +214,7 @@ class Shipper:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        self._report_drain(pending, time.monotonic() - started)
+        self._report_drain(pending, time.monotonic() - started, watch)
         stopped.cancel()
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -224,14 +224,21 @@ class Shipper:
         failed = any(t.done() and not t.cancelled() and t.exception() for t in workers)
         return 1 if failed and not self.ctx.stop.is_set() else 0
 
-    def _report_drain(self, cut_short: set[asyncio.Task[None]], seconds: float) -> None:
+    def _report_drain(
+        self, cut_short: set[asyncio.Task[None]], seconds: float, watch: WriterWatch
+    ) -> None:
         """What the final drain left undelivered, per sink, in bytes of the files."""
         behind = {p.key: sum(p.lag().values()) for p in self.pipelines}
         fields = {"undelivered_bytes": behind, "seconds": round(seconds, 3)}
         if cut_short:
             log.warning(
                 "drain deadline reached; undelivered lines stay on the volume for a restart",
-                extra=kv(**fields, drain_timeout=self.settings.drain_timeout),
+                extra=kv(
+                    **fields,
+                    drain_timeout=self.settings.drain_timeout,
+                    # Still writing at the deadline: its last lines may not even be read yet.
+                    nginx_still_running=watch.pids is not None and watch.exited_at is None,
+                ),
             )
         elif any(behind.values()):  # only an unterminated last line can be left
             log.info("drained; what is left has no newline yet", extra=kv(**fields))

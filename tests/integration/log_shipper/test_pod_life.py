@@ -131,6 +131,25 @@ def test_sigterm_with_the_sink_hung_stops_at_the_deadline_and_logs_what_is_left(
     assert receiver_ids(receiver) == Counter(range(1500))
 
 
+def test_nginx_that_never_stops_holds_the_drain_only_until_its_deadline(
+    tmp_path, nginx, receiver, shippers
+):
+    shipper = Shipper(
+        tmp_path / "shipper", "--paths", str(nginx.access_log), "--sink", f"http={receiver.url}",
+        "--drain-timeout", "3s", "--batch-wait", "100ms",
+    )  # fmt: skip
+    shippers.append(shipper.start())
+    request_ids(nginx.port, range(0, 300))
+    started = time.monotonic()
+    assert shipper.terminate(timeout=15) == 0
+    assert time.monotonic() - started < 3 + 2
+    (report,) = [x for x in log_lines(shipper) if x["msg"].startswith("drain deadline reached")]
+    assert report["nginx_still_running"] is True
+    # Shipping went on while waiting: what nginx had written is delivered all the same.
+    assert report["undelivered_bytes"] == {f"http={receiver.url}": 0}
+    assert receiver_ids(receiver) == Counter(range(300))
+
+
 # --- 2. replicas ---------------------------------------------------------------------------------
 
 
