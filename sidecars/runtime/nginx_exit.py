@@ -8,7 +8,8 @@ does), then reads to the end. Without a shared PID namespace no master is visibl
 taken as final at once (in a native-sidecar Pod, Kubernetes stops nginx before its sidecars
 anyway).
 
-A master is one whose command line starts with ``nginx: master process``. Of those, only a
+A master is one whose command line starts with ``nginx: master process`` (found by
+runtime/nginx_proc.py, shared with the rotation). Of those, only a
 master holding one of the tailed files open counts, so unrelated nginx processes (other Pods'
 on a node with a shared host PID namespace, other tests on a machine) are not waited for; a
 master whose descriptors cannot be read (another user) counts, since in a Pod's own PID
@@ -31,49 +32,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidecars.runtime.logs import kv
+from sidecars.runtime.nginx_proc import PROC, is_master, masters, open_files
 
 log = logging.getLogger("sidecars.nginx_exit")
-
-MASTER = b"nginx: master process"
-PROC = Path("/proc")
-
-
-def _cmdline(pid: int, proc: Path) -> bytes:
-    try:
-        return (proc / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return b""  # gone, or a zombie (empty command line): not writing any more
-
-
-def is_master(pid: int, proc: Path = PROC) -> bool:
-    return _cmdline(pid, proc).startswith(MASTER)
-
-
-def masters(proc: Path = PROC) -> list[int]:
-    try:
-        names = os.listdir(proc)
-    except OSError:
-        return []
-    pids = sorted(int(name) for name in names if name.isdigit())
-    return [pid for pid in pids if pid != os.getpid() and is_master(pid, proc)]
-
-
-def open_files(pid: int, proc: Path = PROC) -> set[tuple[int, int]] | None:
-    """(device, inode) of the regular files ``pid`` holds open; None when they cannot be read."""
-    fd_dir = proc / str(pid) / "fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return None
-    found = set()
-    for fd in fds:
-        try:
-            info = os.stat(fd_dir / fd)
-        except OSError:
-            continue  # closed meanwhile, or not a file
-        found.add((info.st_dev, info.st_ino))
-    return found
-
 
 def matching_files(patterns: Sequence[str]) -> set[tuple[int, int]]:
     found = set()

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecars.runtime import nginx_exit as writer
+from sidecars.runtime.nginx_proc import MASTER_TITLE
 
 
 def make_proc(root: Path, pid: int, cmdline: bytes, files: list[Path] | None = None) -> Path:
@@ -93,4 +94,4 @@ def test_any_command_line_is_a_master_only_with_nginx_s_prefix(cmdline: bytes) -
         proc = Path(root)
         make_proc(proc, 7, cmdline)
         assert writer.is_master(7, proc) == cmdline.startswith(b"nginx: master process")
-        assert writer.masters(proc) == ([7] if cmdline.startswith(writer.MASTER) else [])
+        assert writer.masters(proc) == ([7] if cmdline.startswith(MASTER_TITLE) else [])
