@@ -71,14 +71,29 @@ def parse_buckets(raw: str) -> tuple[float, ...]:
     return values
 
 
+# Labels that mean something to Prometheus: a histogram bucket's bound, a summary's quantile.
+# Added to every series they would replace those (the series' own is kept as exported_le) and
+# break every histogram and summary; ``__*`` names are Prometheus' own.
+RESERVED_LABELS = frozenset({"le", "quantile"})
+
+
+def check_label_name(name: str) -> str:
+    if not LABEL_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+    if name.startswith("__"):
+        raise ValueError(f"{name!r}: label names starting with '__' are reserved for Prometheus")
+    if name in RESERVED_LABELS:
+        raise ValueError(f"{name!r} is reserved (histogram buckets and summary quantiles carry it)")
+    return name
+
+
 def parse_label_pair(raw: str) -> tuple[str, str]:
     """``name=value``; the value may hold ``${VAR}`` references, expanded at start."""
     name, sep, value = raw.partition("=")
     name = name.strip()
     if not sep:
         raise ValueError("expected name=value")
-    if not LABEL_NAME.match(name) or name.startswith("__"):
-        raise ValueError(f"{name!r} is not a valid label name")
+    check_label_name(name)
     references(value)  # syntax errors now, not at the first scrape
     return name, value
 
@@ -106,9 +121,7 @@ def parse_prefix(raw: str) -> str:
 
 def parse_label_name(raw: str) -> str:
     value = raw.strip()
-    if value and (not LABEL_NAME.match(value) or value.startswith("__")):
-        raise ValueError("must be a valid label name, e.g. upstream")
-    return value
+    return check_label_name(value) if value else value
 
 
 def parse_secret_file(raw: str) -> Path:

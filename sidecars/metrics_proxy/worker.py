@@ -1,0 +1,86 @@
+"""An event loop in a thread of its own, for one upstream's fetch and parse.
+
+Parsing a large upstream body is seconds of CPU; on the main loop it would hold /healthz and
+every other scrape for that long. And a fetch can be held by more than slowness: a parser bug
+that loops without awaiting (a chunk size of -1 once did) is beyond any ``asyncio.timeout`` of
+the loop it runs on. Run in this thread, the main loop still bounds it by the wall clock
+(``run`` below), and the GIL is handed back to the main thread every switch interval (5 ms), so
+the main loop keeps answering while this one works or spins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class Busy(Exception):
+    """The previous job has not ended yet (it outlived its deadline)."""
+
+
+class LoopThread:
+    """One job at a time on a private event loop in a daemon thread, started on first use."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._busy = False  # set here, cleared by the worker thread when a job ends
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=loop.run_forever, name=f"upstream-{self.name}", daemon=True
+            )
+            self._thread.start()
+            self._loop = loop
+        return self._loop
+
+    async def run(self, job: Callable[[], Awaitable[T]], seconds: float) -> T:
+        """``await job()`` on the thread's loop; TimeoutError after ``seconds`` of wall
+        clock whatever the job does; Busy while an earlier job is still running there."""
+        if self._busy:
+            raise Busy(self.name)
+        self._busy = True
+
+        async def bounded() -> T:
+            try:
+                # The job's own bound, on its loop: it ends there too, not only here.
+                async with asyncio.timeout(seconds):
+                    return await job()
+            finally:
+                self._busy = False
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(bounded(), self._start())
+        except BaseException:
+            self._busy = False
+            raise
+        # Cancelled before its loop started it: ``bounded`` never runs to clear the flag.
+        future.add_done_callback(lambda f: f.cancelled() and self._clear())
+        async with asyncio.timeout(seconds):
+            return await asyncio.wrap_future(future)
+
+    def _clear(self) -> None:
+        self._busy = False
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the loop and wait for the thread a little; a thread held by a job that never
+        yields is left to end with the process (it is a daemon)."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+        self._loop = self._thread = None
