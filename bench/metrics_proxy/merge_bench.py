@@ -2,7 +2,8 @@
 
 For each upstream body size, a fresh metrics-proxy merges one upstream serving an exposition
 body of that size (histograms with a few labels, as an app's HTTP metrics look), with the
-manifest's const labels. While /metrics is scraped a few times, another thread sends /healthz
+manifest's const labels. While /metrics is scraped a few times as Prometheus does (OpenMetrics,
+gzip), another thread sends /healthz
 over a kept-alive connection every few milliseconds: the slowest /healthz answer during the
 scrapes is how long the event loop was held. VmHWM (peak RSS) is read from /proc/<pid>/status
 after the scrapes.
@@ -13,6 +14,7 @@ after the scrapes.
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import http.server
 import sys
@@ -29,6 +31,13 @@ STUB_STATUS = (
     b"Reading: 0 Writing: 1 Waiting: 0 \n"
 )
 BUCKETS = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf")
+# What Prometheus 2.x sends when it scrapes.
+UP_LINE = b'metrics_proxy_upstream_up{upstream="app",pod="bench-0",namespace="default"} 1\n'
+PROMETHEUS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
 METHODS = ("GET", "POST", "PUT", "DELETE")
 STATUSES = ("200", "201", "204", "301", "400", "404", "500", "503")
 
@@ -59,6 +68,22 @@ def exposition(size: int) -> bytes:
     return "".join(out).encode()
 
 
+def tiny_series(size: int) -> bytes:
+    """The costliest shape per byte: one family of the shortest distinct series."""
+    out = ["# TYPE x gauge\n"]
+    total = len(out[0])
+    i = 0
+    while total < size:
+        line = f'x{{i="{i:x}"}} 1\n'
+        out.append(line)
+        total += len(line)
+        i += 1
+    return "".join(out).encode()
+
+
+SHAPES = {"histograms": exposition, "tiny": tiny_series}
+
+
 class Upstream(http.server.ThreadingHTTPServer):
     daemon_threads = True
     body = b""
@@ -67,7 +92,7 @@ class Upstream(http.server.ThreadingHTTPServer):
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = STUB_STATUS if self.path == "/stub_status" else self.server.body  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -75,7 +100,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -92,9 +117,9 @@ def probe(port: int, stop: threading.Event, latencies: list[tuple[float, float]]
     conn.close()
 
 
-def run_one(size_mib: float, scrapes: int, root: Path) -> dict[str, float]:
+def run_one(size_mib: float, scrapes: int, root: Path, shape: str) -> dict[str, float]:
     upstream = Upstream(("127.0.0.1", 0), Handler)
-    upstream.body = exposition(int(size_mib * 1024 * 1024))
+    upstream.body = SHAPES[shape](int(size_mib * 1024 * 1024))
     samples = upstream.body.count(b"\n") - upstream.body.count(b"\n#")
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{upstream.server_address[1]}"
@@ -113,7 +138,9 @@ def run_one(size_mib: float, scrapes: int, root: Path) -> dict[str, float]:
             "--merge-timeout",
             "60s",
             "--const-labels",
-            "pod=bench-0,namespace=default",
+            "pod=bench-0",
+            "--const-labels",
+            "namespace=default",
             "--log-level",
             "warning",
         ),
@@ -135,10 +162,15 @@ def run_one(size_mib: float, scrapes: int, root: Path) -> dict[str, float]:
         up = 0.0
         for _ in range(scrapes):
             started = time.monotonic()
-            status, body, _ = http_get(f"http://127.0.0.1:{port}/metrics", timeout=120)
+            status, body, _ = http_get(
+                f"http://127.0.0.1:{port}/metrics", timeout=120, headers=PROMETHEUS
+            )
             windows.append((started, time.monotonic()))
             assert status == 200, status
-            up = float(b'metrics_proxy_upstream_up{upstream="app"' in body and b"app_http" in body)
+            body = gzip.decompress(body)
+            up = float(UP_LINE in body)
+            if not up:
+                print([ln for ln in body.splitlines() if b"upstream_up" in ln], file=sys.stderr)
         stop.set()
         prober.join()
         during = [lat for sent, lat in latencies if any(a <= sent <= b for a, b in windows)]
@@ -163,13 +195,14 @@ def run_one(size_mib: float, scrapes: int, root: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,2,4,8", help="upstream body sizes in MiB")
-    parser.add_argument("--scrapes", type=int, default=3)
+    parser.add_argument("--scrapes", type=int, default=6)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="histograms")
     args = parser.parse_args()
     print("| upstream body | samples | scrape | slowest /healthz during it | VmHWM idle | VmHWM |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for size in (float(s) for s in args.sizes.split(",")):
-            r = run_one(size, args.scrapes, Path(tmp))
+            r = run_one(size, args.scrapes, Path(tmp), args.shape)
             if not r["merged"]:
                 print(f"upstream of {size} MiB not merged", file=sys.stderr)
             print(

@@ -56,11 +56,13 @@ def _timestamp(value: Any) -> float | None:
 class _Builder:
     """Turns parsed samples into ours, with the prefix and the extra labels applied in the same
     pass (one copy of an upstream's series, not one per step). Names and label pairs repeat on
-    every line of a large body; each distinct one is kept once."""
+    every line of a large body; each distinct one is kept once. With ``canonical`` a series'
+    labels are sorted by name, so that one series has one spelling (``unique_series``)."""
 
-    def __init__(self, prefix: str = "", extra: Labels = ()) -> None:
+    def __init__(self, prefix: str = "", extra: Labels = (), canonical: bool = False) -> None:
         self.prefix = prefix
         self.extra = extra
+        self.canonical = canonical
         self._extra_names = {name for name, _ in extra}
         self._names: dict[str, str] = {}
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
@@ -81,7 +83,10 @@ class _Builder:
             if kept is None:
                 kept = pairs[pair] = pair
             result.append(kept)
-        return (*result, *self.extra)
+        result += self.extra
+        if self.canonical:
+            result.sort()
+        return tuple(result)
 
 
 _PLAIN = _Builder()
@@ -90,32 +95,49 @@ _PLAIN = _Builder()
 def convert_metric(
     metric: Any, plain_counters: Set[str] = frozenset(), builder: _Builder = _PLAIN
 ) -> Family | None:
-    """prometheus_client's Metric -> Family; ``None`` for a type we cannot re-expose."""
+    """prometheus_client's Metric -> Family; ``None`` for a type we cannot re-expose.
+
+    The metric's samples are taken out of it as they are converted (from the end, which is
+    cheap for a list), so a large family is not held twice over."""
     kind, name = metric.type, metric.name
+    if kind not in _KINDS:
+        return None  # gaugehistogram: no text-format equivalent
     restore = kind == "counter" and name in plain_counters
-    samples = tuple(
-        Sample(
-            # The text parser renames a counter ``foo``'s samples to ``foo_total``; undo that
-            # so the upstream's series keep their names.
-            builder.name(name if restore and s.name == name + "_total" else s.name),
-            builder.labels(s.labels),
-            float(s.value),
-            _timestamp(s.timestamp),
+    parsed, converted = metric.samples, []
+    while parsed:
+        s = parsed.pop()
+        converted.append(
+            Sample(
+                # The text parser renames a counter ``foo``'s samples to ``foo_total``; undo
+                # that so the upstream's series keep their names.
+                builder.name(name if restore and s.name == name + "_total" else s.name),
+                builder.labels(s.labels),
+                float(s.value),
+                _timestamp(s.timestamp),
+            )
         )
-        for s in metric.samples
-    )
+    converted.reverse()
+    samples = tuple(converted)
+    del converted
     doc = metric.documentation
     if kind == "counter":
         return Family(builder.name(name if restore else name + "_total"), "counter", doc, samples)
-    if kind in ("gauge", "histogram", "summary"):
-        return Family(builder.name(name), kind, doc, samples)
-    if kind in ("untyped", "unknown"):
-        return Family(builder.name(name), "untyped", doc, samples)
     if kind == "info":
         return Family(builder.name(name + "_info"), "gauge", doc, samples)
-    if kind == "stateset":
-        return Family(builder.name(name), "gauge", doc, samples)
-    return None  # gaugehistogram: no text-format equivalent
+    return Family(builder.name(name), _KINDS[kind], doc, samples)
+
+
+# prometheus_client's types -> ours
+_KINDS = {
+    "counter": "counter",
+    "gauge": "gauge",
+    "histogram": "histogram",
+    "summary": "summary",
+    "untyped": "untyped",
+    "unknown": "untyped",
+    "info": "gauge",
+    "stateset": "gauge",
+}
 
 
 def _validate(family: Family) -> None:
@@ -224,11 +246,12 @@ def openmetrics_error(family: Family) -> str | None:
 
 
 def unique_series(family: Family) -> tuple[Family, int]:
-    """``family`` without its repeated series (the first kept), and how many there were."""
+    """``family`` without its repeated series (the first kept), and how many there were. Its
+    labels must be in one order (``_Builder(canonical=True)``)."""
     seen: set[tuple[str, Labels]] = set()
     kept = []
     for sample in family.samples:
-        key = _series_key(sample)
+        key = (sample.name, sample.labels)
         if key not in seen:
             seen.add(key)
             kept.append(sample)
@@ -283,16 +306,17 @@ def parse_exposition(
         if openmetrics
         else text_parser.text_fd_to_metric_families
     )
-    builder = _Builder(prefix, labels)
+    builder = _Builder(prefix, labels, canonical=True)
     parsed = Parsed([])
     kind = "OpenMetrics" if openmetrics else "text"
     try:
         for metric in parse(_lines(body)):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("parsing the body took past the deadline")
+            unsupported = max(1, len(metric.samples))
             family = convert_metric(metric, plain_counters, builder)
             if family is None:
-                parsed.unsupported += max(1, len(metric.samples))
+                parsed.unsupported += unsupported
                 continue
             _validate(family)
             family, repeated = unique_series(family)
@@ -334,35 +358,60 @@ class Merged:
 
 
 def merge(own: Sequence[Family], upstreams: Sequence[tuple[str, Sequence[Family]]]) -> Merged:
+    """Our families, then the upstreams'. A family of one upstream is taken as it is (its
+    series are distinct: ``parse_exposition``); only where several contribute to one family
+    are series compared, so a large single upstream costs no set of every series."""
     result = Merged(list(own))
     reserved: set[str] = set()
     for family in own:
         reserved |= family.claimed_names()
     claimed: dict[str, str] = {}  # name -> the text name of the upstream family claiming it
-    building: dict[str, tuple[Family, list[Sample], set[tuple[str, Labels]]]] = {}
+    building: dict[str, _Building] = {}
     order: list[str] = []
     for source, families in upstreams:
         for family in families:
             names = family.claimed_names()
             owners = {claimed[n] for n in names if n in claimed}
-            compatible = owners == {family.name} and building[family.name][0].type == family.type
+            compatible = owners == {family.name} and building[family.name].first.type == family.type
             if names & reserved or (owners and not compatible):
                 result.dropped[(source, "name_collision")] += max(1, len(family.samples))
                 continue
-            if family.name not in building:
-                building[family.name] = (family, [], set())
-                order.append(family.name)
             for name in names:
                 claimed[name] = family.name
-            _, samples, seen = building[family.name]
+            if family.name not in building:
+                building[family.name] = _Building(family)
+                order.append(family.name)
+                continue
+            built = building[family.name]
+            if built.seen is None:
+                built.seen = {_series_key(sample) for part in built.parts for sample in part}
+            kept = []
             for sample in family.samples:
                 key = _series_key(sample)
-                if key in seen:
+                if key in built.seen:
                     result.dropped[(source, "duplicate_series")] += 1
                     continue
-                seen.add(key)
-                samples.append(sample)
+                built.seen.add(key)
+                kept.append(sample)
+            built.parts.append(tuple(kept))
     for name in order:
-        first, samples, _ = building[name]
-        result.families.append(Family(first.name, first.type, first.help, tuple(samples)))
+        built = building[name]
+        first = built.first
+        if len(built.parts) == 1:
+            result.families.append(first)
+            continue
+        samples = tuple(sample for part in built.parts for sample in part)
+        result.families.append(Family(first.name, first.type, first.help, samples))
     return result
+
+
+@dataclass
+class _Building:
+    """A merged family being put together from the upstreams that have it."""
+
+    first: Family
+    parts: list[tuple[Sample, ...]] = field(default_factory=list)
+    seen: set[tuple[str, Labels]] | None = None  # made once a second part comes
+
+    def __post_init__(self) -> None:
+        self.parts.append(self.first.samples)

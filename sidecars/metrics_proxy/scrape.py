@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -37,6 +38,8 @@ log = logging.getLogger("sidecars.metrics_proxy")
 T = TypeVar("T")
 
 STUB_STATUS = "stub_status"
+
+_PARSING = threading.Lock()
 
 
 class SingleFlight(Generic[T]):
@@ -243,13 +246,20 @@ class Scraper:
         labels = label + self.const_labels
 
         def convert(fetched: Fetched, deadline: float) -> Parsed:
-            return parse_exposition(
-                fetched.body,
-                fetched.content_type,
-                prefix=self.merge_prefix,
-                labels=labels,
-                deadline=deadline,
-            )
+            # One body parsed at a time: a parse holds several times its body's size while it
+            # runs, and under the GIL parsing two at once would not be faster anyway.
+            if not _PARSING.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("waited past the deadline for another upstream's parse")
+            try:
+                return parse_exposition(
+                    fetched.body,
+                    fetched.content_type,
+                    prefix=self.merge_prefix,
+                    labels=labels,
+                    deadline=deadline,
+                )
+            finally:
+                _PARSING.release()
 
         return convert
 

@@ -227,8 +227,11 @@ class MetricsProxySettings(CommonSettings):
         5.0, help="per-scrape timeout for each upstream /metrics", parse=parse_positive_duration
     )
     merge_max_bytes: int = setting(
-        16 * 1024 * 1024,
-        help="largest upstream /metrics body accepted (larger ones are dropped whole)",
+        2 * 1024 * 1024,
+        help="largest upstream /metrics body accepted (larger ones are dropped whole). Merging "
+        "one costs up to ~30 MiB of memory per MiB of body (one family of short lines; ~6 for "
+        "typical histograms); 2MiB keeps the worst case near 95 MiB, inside the manifest's "
+        "128Mi limit (bench/metrics_proxy/RESULTS.md)",
         parse=parse_positive_size,
     )
     const_labels: tuple[tuple[str, str], ...] = setting(
