@@ -56,10 +56,13 @@ class Family:
         cannot both be exposed (Prometheus would reject or mix them)."""
         names = {self.name, self.om_name()}
         names.update(sample.name for sample in self.samples)
+        # OpenMetrics reserves a _created sample for these types, whether one is given or not.
         if self.type == "histogram":
-            names.update(self.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+            names.update(self.name + suffix for suffix in ("_bucket", "_sum", "_count", "_created"))
         elif self.type == "summary":
-            names.update(self.name + suffix for suffix in ("_sum", "_count"))
+            names.update(self.name + suffix for suffix in ("_sum", "_count", "_created"))
+        elif self.type == "counter" and self.name.endswith("_total"):
+            names.add(self.om_name() + "_created")
         return names
 
 

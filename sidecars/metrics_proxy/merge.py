@@ -226,11 +226,14 @@ def openmetrics_error(family: Family) -> str | None:
     bucket, a non-numeric ``le`` or ``quantile``, a negative counter, a timestamp on some
     samples of a group only); Prometheus refuses a whole scrape for one such family, our nginx
     metrics with it. prometheus_client's strict OpenMetrics parser decides, reading the family
-    rendered alone; the common shapes that are valid for sure (gauges, untyped, plain counters
-    and well-formed histograms without timestamps) are recognised first at a fraction of its
-    cost, which is most of the CPU of merging a large body otherwise."""
+    rendered alone. The common shapes that are valid for sure (gauges, untyped and counters
+    whose samples all carry the family's name, well-formed histograms; no timestamps) are
+    recognised first at a fraction of its cost, which is most of the CPU of merging a large
+    body otherwise."""
     if all(s.timestamp is None for s in family.samples):
-        if family.type in ("gauge", "untyped"):
+        if family.type in ("gauge", "untyped") and all(
+            s.name == family.name for s in family.samples
+        ):
             return None
         if family.type == "counter" and _counter_valid(family):
             return None

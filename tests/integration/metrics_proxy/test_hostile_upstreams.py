@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ from tests.integration.metrics_proxy import fake_upstream as fake
 from tests.integration.metrics_proxy.conftest import Site
 from tests.integration.metrics_proxy.fake_upstream import Behaviour, FakeUpstream
 from tests.integration.metrics_proxy.proxy import Proxy, Series
-from tests.support.procs import wait_until
+from tests.support.procs import sidecars_cmd, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -339,3 +341,33 @@ def test_a_body_over_the_cap_costs_no_memory(
     for _ in range(3):
         assert proxy.scrape()[key("metrics_proxy_upstream_up", upstream="app")] == 0
     assert vm_hwm_kib(proxy.proc.pid) - idle < 16 * 1024
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "setting"),
+    [
+        (("--const-labels", "le=0.5"), {}, "--const-labels (METRICS_PROXY_CONST_LABELS)"),
+        ((), {"METRICS_PROXY_CONST_LABELS": "pod=a,quantile=x"}, "METRICS_PROXY_CONST_LABELS"),
+        (("--merge-label", "le"), {}, "--merge-label (METRICS_PROXY_MERGE_LABEL)"),
+        (("--merge-label", "quantile"), {}, "--merge-label (METRICS_PROXY_MERGE_LABEL)"),
+        (("--const-labels", "__name__=x"), {}, "--const-labels (METRICS_PROXY_CONST_LABELS)"),
+    ],
+    ids=["const-le", "const-quantile-env", "merge-le", "merge-quantile", "const-dunder"],
+)
+def test_reserved_label_names_are_refused_at_start(
+    args: tuple[str, ...], env: dict[str, str], setting: str
+) -> None:
+    """Taken, ``le`` or ``quantile`` on every series would replace the buckets' and quantiles'
+    own (kept as exported_le) and break every histogram and summary served."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_PROXY_")}
+    result = subprocess.run(
+        sidecars_cmd("metrics-proxy", "--stub-status-url", "http://127.0.0.1:9/stub_status", *args),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**base, **env},
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert setting in line and "reserved" in line
