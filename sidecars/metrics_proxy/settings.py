@@ -220,11 +220,15 @@ class MetricsProxySettings(CommonSettings):
     )
     merge_label: str = setting(
         "",
-        help="label naming the upstream (its NAME) added to every merged series, e.g. upstream",
+        help="label naming the upstream (its NAME) added to every merged series, e.g. upstream "
+        "(not le, quantile or __*: histograms and summaries carry those)",
         parse=parse_label_name,
     )
     merge_timeout: float = setting(
-        5.0, help="per-scrape timeout for each upstream /metrics", parse=parse_positive_duration
+        5.0,
+        help="per-scrape bound for each upstream /metrics, fetch and parse, kept by the wall "
+        "clock whatever the upstream sends (its up gauge is 0 past it)",
+        parse=parse_positive_duration,
     )
     merge_max_bytes: int = setting(
         2 * 1024 * 1024,
@@ -236,7 +240,8 @@ class MetricsProxySettings(CommonSettings):
     )
     const_labels: tuple[tuple[str, str], ...] = setting(
         (),
-        help="label added to every series: NAME=VALUE, VALUE may hold ${ENV_VAR}",
+        help="label added to every series: NAME=VALUE, VALUE may hold ${ENV_VAR} "
+        "(NAME not le, quantile or __*)",
         parse=parse_label_pair,
         repeatable=True,
         metavar="NAME=VALUE",

@@ -11,9 +11,11 @@ the main loop keeps answering while this one works or spins.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -30,6 +32,7 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._busy = False  # set here, cleared by the worker thread when a job ends
+        self._job: asyncio.Task[None] | None = None  # referenced, so it is not collected
 
     @property
     def busy(self) -> bool:
@@ -50,28 +53,36 @@ class LoopThread:
         clock whatever the job does; Busy while an earlier job is still running there."""
         if self._busy:
             raise Busy(self.name)
-        self._busy = True
+        self._busy = True  # cleared by the job itself when it ends, and by nothing else
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
 
-        async def bounded() -> T:
+        async def bounded() -> None:
             try:
                 # The job's own bound, on its loop: it ends there too, not only here.
                 async with asyncio.timeout(seconds):
-                    return await job()
+                    value = await job()
+            except Exception as exc:
+                _settle(result.set_exception, exc)
+            except BaseException:
+                _settle(result.set_exception, RuntimeError("stopped"))
+                raise
+            else:
+                _settle(result.set_result, value)
             finally:
                 self._busy = False
 
+        loop = self._start()
+
+        def start() -> None:
+            self._job = loop.create_task(bounded())
+
         try:
-            future = asyncio.run_coroutine_threadsafe(bounded(), self._start())
+            loop.call_soon_threadsafe(start)
         except BaseException:
             self._busy = False
             raise
-        # Cancelled before its loop started it: ``bounded`` never runs to clear the flag.
-        future.add_done_callback(lambda f: f.cancelled() and self._clear())
         async with asyncio.timeout(seconds):
-            return await asyncio.wrap_future(future)
-
-    def _clear(self) -> None:
-        self._busy = False
+            return await asyncio.wrap_future(result)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the loop and wait for the thread a little; a thread held by a job that never
@@ -84,3 +95,9 @@ class LoopThread:
         if not thread.is_alive():
             loop.close()
         self._loop = self._thread = None
+
+
+def _settle(setter: Callable[[Any], None], value: Any) -> None:
+    # The waiting side may have given up (timed out) and cancelled the future meanwhile.
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        setter(value)
