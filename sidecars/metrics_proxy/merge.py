@@ -93,17 +93,22 @@ _PLAIN = _Builder()
 
 
 def convert_metric(
-    metric: Any, plain_counters: Set[str] = frozenset(), builder: _Builder = _PLAIN
+    metric: Any,
+    plain_counters: Set[str] = frozenset(),
+    builder: _Builder = _PLAIN,
+    *,
+    take: bool = False,
 ) -> Family | None:
     """prometheus_client's Metric -> Family; ``None`` for a type we cannot re-expose.
 
-    The metric's samples are taken out of it as they are converted (from the end, which is
-    cheap for a list), so a large family is not held twice over."""
+    With ``take`` (a metric just parsed, nobody else's) its samples are taken out of it as they
+    are converted, from the end, which is cheap for a list: a large family is not held twice."""
     kind, name = metric.type, metric.name
     if kind not in _KINDS:
         return None  # gaugehistogram: no text-format equivalent
     restore = kind == "counter" and name in plain_counters
-    parsed, converted = metric.samples, []
+    parsed = metric.samples if take else list(metric.samples)
+    converted = []
     while parsed:
         s = parsed.pop()
         converted.append(
@@ -317,7 +322,7 @@ def parse_exposition(
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("parsing the body took past the deadline")
             unsupported = max(1, len(metric.samples))
-            family = convert_metric(metric, plain_counters, builder)
+            family = convert_metric(metric, plain_counters, builder, take=True)
             if family is None:
                 parsed.unsupported += unsupported
                 continue

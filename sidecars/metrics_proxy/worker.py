@@ -57,19 +57,21 @@ class LoopThread:
         result: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         async def bounded() -> None:
+            # Free before the result is handed over, so the waiter may start the next job.
             try:
                 # The job's own bound, on its loop: it ends there too, not only here.
                 async with asyncio.timeout(seconds):
                     value = await job()
             except Exception as exc:
+                self._busy = False
                 _settle(result.set_exception, exc)
             except BaseException:
+                self._busy = False
                 _settle(result.set_exception, RuntimeError("stopped"))
                 raise
             else:
-                _settle(result.set_result, value)
-            finally:
                 self._busy = False
+                _settle(result.set_result, value)
 
         loop = self._start()
 
