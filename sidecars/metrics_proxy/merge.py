@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,6 @@ from sidecars.metrics_proxy.exposition import (
     Format,
     Labels,
     Sample,
-    add_labels,
     render,
 )
 
@@ -344,19 +343,6 @@ def parse_exposition(
     except Exception as exc:
         raise ExpositionError(f"invalid {kind} exposition: {_first_line(exc)}") from None
     return parsed
-
-
-def rename(families: Iterable[Family], prefix: str, label: Labels) -> list[Family]:
-    """Prefix every name and add ``label`` to every series of an upstream's families."""
-    result = []
-    for family in families:
-        if prefix:
-            samples = tuple(
-                Sample(prefix + s.name, s.labels, s.value, s.timestamp) for s in family.samples
-            )
-            family = Family(prefix + family.name, family.type, family.help, samples)
-        result.append(add_labels(family, label))
-    return result
 
 
 @dataclass

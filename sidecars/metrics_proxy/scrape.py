@@ -104,9 +104,12 @@ class Snapshot:
             rendering = self._rendering[key] = asyncio.ensure_future(
                 asyncio.to_thread(self._render, fmt, compressed)
             )
-        body = await asyncio.shield(rendering)
+        try:
+            body = await asyncio.shield(rendering)
+        finally:
+            if rendering.done():
+                self._rendering.pop(key, None)  # a failed rendering is tried again
         self._bodies[key] = body
-        self._rendering.pop(key, None)
         return body
 
 
@@ -162,7 +165,8 @@ class Upstream:
 
     async def read(self, convert: Callable[[Fetched, float], Parsed]) -> Parsed:
         """Fetch and ``convert(fetched, deadline)`` in the upstream's thread, within the
-        fetcher's timeout of wall clock; every failure is a FetchError."""
+        fetcher's timeout of wall clock. Past it, or while an earlier fetch still holds the
+        thread, FetchError; the fetch's and the conversion's own errors come through."""
         timeout = self.fetcher.timeout
 
         async def job() -> Parsed:
