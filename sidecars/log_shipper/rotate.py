@@ -36,7 +36,7 @@ from sidecars.log_shipper.metrics import ShipperMetrics
 from sidecars.log_shipper.retention import RotatedFile, held_bytes, over_cap, unacked
 from sidecars.log_shipper.state import Checkpointer
 from sidecars.runtime.logs import kv
-from sidecars.runtime.nginx_proc import NginxNotFound, find_master
+from sidecars.runtime.nginx_proc import NginxNotFound, find_master, signal_master
 from sidecars.runtime.tail.identity import read_fingerprint
 
 log = logging.getLogger("sidecars.log_shipper.rotate")
@@ -230,8 +230,8 @@ class Rotator:
             )
             return
         try:
-            os.kill(pid, signal.SIGUSR1)
-        except OSError as exc:
+            signal_master(pid, signal.SIGUSR1, self.proc)
+        except (OSError, NginxNotFound) as exc:
             rotations.labels("error").inc()
             try:
                 os.rename(target, path)  # nginx writes on to the same inode: undo is safe
@@ -261,7 +261,7 @@ class Rotator:
             pid = find_master(
                 pidfile=self.pidfile, holding=(info.st_dev, info.st_ino), proc=self.proc
             )
-            os.kill(pid, signal.SIGUSR1)
+            signal_master(pid, signal.SIGUSR1, self.proc)
         except (OSError, NginxNotFound) as exc:
             self._warn_once(
                 f"again:{base}",

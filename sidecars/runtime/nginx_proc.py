@@ -6,11 +6,18 @@ starts with ``nginx: master process`` (the title nginx gives its master). A stal
 a reused pid never makes us signal a stranger. Without a pid file, /proc is scanned; when
 several masters are visible (a node-wide PID namespace, a test machine), the one holding the
 log file open (``/proc/<pid>/fd``) is taken, and an ambiguity is an error, never a guess.
+The signal goes through a pidfd opened before that check (``signal_master``), so a pid that
+exits and is reused between the check and the signal cannot be hit either.
+
+Used by both parts that signal nginx: the log-shipper (USR1 after a rotation) and the
+config-fetcher (HUP after a publish).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 from pathlib import Path
 
 MASTER_TITLE = b"nginx: master process"
@@ -18,6 +25,10 @@ MASTER_TITLE = b"nginx: master process"
 
 class NginxNotFound(Exception):
     """No nginx master to signal; the message says why."""
+
+
+class PidFileMissing(NginxNotFound):
+    """The pid file does not exist (nginx not started yet, or stopped cleanly)."""
 
 
 def is_master(pid: int, proc: Path = Path("/proc")) -> bool:
@@ -60,6 +71,8 @@ def holds_open(pid: int, dev_ino: tuple[int, int], proc: Path = Path("/proc")) -
 def read_pidfile(pidfile: Path) -> int:
     try:
         text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        raise PidFileMissing(f"pid file {pidfile} does not exist (nginx not running?)") from None
     except OSError as exc:
         raise NginxNotFound(f"cannot read pid file {pidfile}: {exc.strerror}") from None
     if not text.isdigit() or int(text) <= 1:
@@ -111,3 +124,27 @@ def find_master(
     raise NginxNotFound(
         f"none of the {len(found)} visible nginx master processes has the log file open"
     )
+
+
+def signal_master(pid: int, sig: signal.Signals, proc: Path = Path("/proc")) -> None:
+    """Send ``sig`` to ``pid`` only if it is an nginx master. The process is pinned by a pidfd
+    before its title is checked: if it exits and its pid is reused in between, the signal
+    fails (ESRCH) instead of reaching the newcomer. Raises NginxNotFound or OSError."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise NginxNotFound(f"pid {pid} is not running") from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EPERM):
+            raise
+        pidfd = None  # no pidfds (old kernel, strict seccomp): check, then kill
+    try:
+        if not is_master(pid, proc):
+            raise NginxNotFound(f"pid {pid} is not an nginx master process; not signalling it")
+        if pidfd is None:
+            os.kill(pid, sig)
+        else:
+            signal.pidfd_send_signal(pidfd, sig)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)

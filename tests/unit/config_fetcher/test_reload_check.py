@@ -155,7 +155,7 @@ def test_an_nginx_that_starts_no_new_workers_has_rejected_it(tmp_path: Path) -> 
     from tests.support.procs import wait_until
 
     script = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(60)"
-    argv = ["bash", "-c", f'exec -a "nginx: master" {sys.executable} -c "{script}"']
+    argv = ["bash", "-c", f'exec -a "nginx: master process" {sys.executable} -c "{script}"']
     proc = subprocess.Popen(argv)
     try:
         status = Path(f"/proc/{proc.pid}/status")

@@ -121,7 +121,7 @@ def test_find_master_refuses_a_pid_file_naming_something_else(tmp_path: Path) ->
         pidfile.write_text(junk)
         with pytest.raises(NginxNotFound, match="not a pid"):
             find_master(pidfile=pidfile, proc=proc)
-    with pytest.raises(NginxNotFound, match="cannot read"):
+    with pytest.raises(NginxNotFound, match="does not exist"):
         find_master(pidfile=tmp_path / "missing.pid", proc=proc)
     empty = tmp_path / "empty-proc"
     empty.mkdir()
@@ -177,3 +177,45 @@ def test_rotation_settings() -> None:
         _settings("--rotate-bytes", "1MiB", "--max-held-bytes", "1MiB")
     assert _settings("--format", "none").parser is None
     assert _settings("--log-format", "$status").parser.fields == ("status",)
+
+
+def test_signal_master_reaches_a_master_and_spares_a_stranger(tmp_path: Path) -> None:
+    """signal_master checks the title of the process its pidfd pinned: a master gets the
+    signal, a process that is not one (a reused pid) is left alone."""
+    import signal
+    import subprocess
+    import sys
+
+    from sidecars.runtime.nginx_proc import signal_master
+    from tests.support.procs import wait_until
+
+    got = tmp_path / "got"
+    script = (
+        "import pathlib, signal, time; "
+        f"signal.signal(signal.SIGUSR1, lambda *a: pathlib.Path({str(got)!r}).touch()); "
+        "time.sleep(60)"
+    )
+    titled = f'exec -a "nginx: master process" {sys.executable} -c "{script}"'
+    master = subprocess.Popen(["bash", "-c", titled])
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "nginx"])
+    try:
+        for cmdline in (Path(f"/proc/{p.pid}/cmdline") for p in (master, stranger)):
+            wait_until(lambda c=cmdline: b"nginx" in c.read_bytes(), what="a command line")
+        wait_until(
+            lambda: any(
+                line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << 9)
+                for line in Path(f"/proc/{master.pid}/status").read_text().splitlines()
+            ),
+            what="USR1 handled",
+        )
+        signal_master(master.pid, signal.SIGUSR1)
+        wait_until(got.exists, what="the master got USR1")
+        with pytest.raises(NginxNotFound, match="not an nginx master"):
+            signal_master(stranger.pid, signal.SIGUSR1)
+        assert stranger.poll() is None
+    finally:
+        for p in (master, stranger):
+            p.kill()
+            p.wait()
+    with pytest.raises(NginxNotFound, match="not running"):
+        signal_master(stranger.pid, signal.SIGUSR1)
