@@ -21,6 +21,7 @@ failed write leaves only a ``..tmp-*`` directory, which is removed and never vis
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -66,8 +67,11 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
 
 
 def _replace_symlink(link: Path, target: str) -> None:
-    """Point ``link`` at ``target`` atomically: create a temp symlink, rename it over."""
-    tmp = link.with_name(f"{_TMP_PREFIX}link-{link.name}-{os.getpid()}")
+    """Point ``link`` at ``target`` atomically: create a temp symlink, rename it over. The temp
+    name is fixed-length (a digest of the name): a name of NAME_MAX bytes, which the member
+    checks accept, must not make it too long."""
+    tag = hashlib.sha256(os.fsencode(link.name)).hexdigest()[:16]
+    tmp = link.with_name(f"{_TMP_PREFIX}link-{tag}-{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.symlink(target, tmp)
