@@ -74,9 +74,13 @@ def test_without_a_published_version_it_is_not_ready(pod: PodLike) -> None:
 
 
 def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
-    """A read that never returns (a FIFO stands in for a hung volume) stops the loop: that, and
-    only that, fails /healthz once --stuck-after has passed."""
-    fifo = tmp_path / "site.conf"
+    """A read that never returns stops the loop: that, and only that, fails /healthz once
+    --stuck-after has passed. A FIFO stands in for a hung volume; it is the pid file, since a
+    FIFO as the source is refused at once (sources.py opens nothing that is not a regular
+    file), while the pid file is read by a plain open on every turn of the loop."""
+    source = tmp_path / "site.conf"
+    source.write_text("v1\n")
+    fifo = tmp_path / "nginx.pid"
     os.mkfifo(fifo)
     listen = free_port()
     proc = Proc(
@@ -84,9 +88,11 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
             "config-fetcher",
             "--watch",
             "--source",
-            str(fifo),
+            str(source),
             "--dest",
             str(tmp_path / "out"),
+            "--reload-pidfile",
+            str(fifo),
             "--listen",
             f"127.0.0.1:{listen}",
             "--interval",
@@ -104,15 +110,18 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
     )
     try:
         health = f"http://127.0.0.1:{listen}/healthz"
-        wait_until(lambda: http_get(health)[0] == 200, timeout=20, what="health server up")
+        wait_until(lambda: http_get(health)[0] in (200, 503), timeout=20, what="health server up")
         _, body, _ = wait_until(
             lambda: (r := http_get(health))[0] == 503 and r, timeout=20, what="liveness failing"
         )
         assert b"no progress" in body
     finally:
-        # Release the blocked read so the process can drain and exit (else stop() kills it).
+        # Release the blocked read so the process can drain and exit (else stop() kills it):
+        # a regular file takes the FIFO's name, then the open waiting on the FIFO is answered.
         with contextlib.suppress(OSError):
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            os.write(fd, b"v1\n")
+            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # RDWR: never blocks, never ENXIO
+            (tmp_path / "plain.pid").write_text("1\n")
+            os.rename(tmp_path / "plain.pid", fifo)
+            os.write(fd, b"1\n")
             os.close(fd)
         proc.stop()
