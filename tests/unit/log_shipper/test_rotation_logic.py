@@ -219,3 +219,44 @@ def test_signal_master_reaches_a_master_and_spares_a_stranger(tmp_path: Path) ->
             p.wait()
     with pytest.raises(NginxNotFound, match="not running"):
         signal_master(stranger.pid, signal.SIGUSR1)
+
+
+def test_the_turn_that_rotates_still_keeps_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the turn that renames the live file (nginx has not reopened yet), the older rotated
+    files are no longer written by nginx and may be dropped past the cap; the file just
+    renamed is counted once (as rotated), not also as the live file it was."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from sidecars.log_shipper import rotate
+    from sidecars.log_shipper.metrics import ShipperMetrics
+
+    live = tmp_path / "access.log"
+    line = b"x" * 99 + b"\n"
+    for index, when in enumerate((1_000_000.0, 1_000_100.0)):  # two older, unshipped rotations
+        Path(rotated_name(str(live), when)).write_bytes(b"old %d " % index + line * 10)
+    live.write_bytes(b"live " + line * 20)  # 2005 bytes: over --rotate-bytes
+    proc = fake_proc(tmp_path / "proc", {10: MASTER}, {10: [live]})
+    pidfile = tmp_path / "nginx.pid"
+    pidfile.write_text("10\n")
+    signalled: list[int] = []
+    monkeypatch.setattr(rotate, "signal_master", lambda pid, sig, proc: signalled.append(pid))
+    settings = SimpleNamespace(
+        paths=[str(live)], rotate_bytes=1500, max_held_bytes=2500, nginx_pidfile=pidfile,
+        rotate_wait=1.0,
+    )  # fmt: skip
+    tailer = SimpleNamespace(drop=lambda fingerprint: None, wake=lambda: None)
+    pipelines = [SimpleNamespace(key="http", tailer=tailer)]
+    metrics = ShipperMetrics(CollectorRegistry())
+    rotator = rotate.Rotator(
+        settings, SimpleNamespace(streams={}), lambda: pipelines, metrics, proc=proc
+    )
+    rotator.turn()
+    assert signalled == [10] and not live.exists(), "rotated; nginx has not reopened yet"
+    left = sorted(p.name for p in tmp_path.glob("access.log.*"))
+    assert len(left) == 1, f"the older rotated files are dropped past the cap: {left}"
+    held = metrics.held_bytes._value.get()
+    assert held == 2005, f"the renamed file is counted once: {held}"
