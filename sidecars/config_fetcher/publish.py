@@ -237,18 +237,8 @@ class Publisher:
             _fsync_dir(root / path)
 
     def _sync_top_level(self, names: set[str]) -> None:
-        for name in names:
-            link = self.dest / name
-            if not link.is_symlink():
-                _replace_symlink(link, f"{DATA}/{name}")
-        for child in self.dest.iterdir():
-            if (
-                child.name not in names
-                and not child.name.startswith("..")
-                and child.is_symlink()
-                and os.readlink(child) == f"{DATA}/{child.name}"
-            ):
-                child.unlink()
+        """The links step of a publish, after the swap (the crash tests cut here)."""
+        self._link_names(names)
 
     def _collect_garbage(self, keep: set[str]) -> None:
         versions = sorted(

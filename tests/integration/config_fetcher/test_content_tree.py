@@ -146,16 +146,6 @@ def test_a_name_clash_in_dest_fails_fast_with_one_line(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[AppNginx]:
-    nginx = AppNginx(tmp_path / "app")
-    nginx.render()
-    try:
-        yield nginx
-    finally:
-        nginx.stop()
-
-
-@pytest.fixture
 def procs() -> Iterator[list[Proc]]:
     started: list[Proc] = []
     yield started

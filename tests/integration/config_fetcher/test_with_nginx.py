@@ -30,16 +30,6 @@ def origin(tmp_path: Path) -> Iterator[OriginNginx]:
         server.stop()
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[AppNginx]:
-    nginx = AppNginx(tmp_path / "app")
-    nginx.render()
-    try:
-        yield nginx
-    finally:
-        nginx.stop()
-
-
 def site_env(app: AppNginx, port: int) -> dict[str, str]:
     return {"NGINX_PORT": f"127.0.0.1:{port}", "SITE_DIR": str(app.site_dir), "POD_NAME": "web-0"}
 
