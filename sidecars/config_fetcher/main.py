@@ -125,6 +125,13 @@ class Fetcher:
             current = self.publisher.current()
             if current is not None and current.digest == digest:
                 self._record(current.version, digest)
+                if await self._unconfirmed():
+                    # On the volume but never seen loaded: a publish cut short after its swap
+                    # (links missing), or a reload that failed. Finish both, not "unchanged".
+                    for change in await asyncio.to_thread(self.publisher.repair):
+                        where = kv(dest=str(self.s.dest), change=change)
+                        log.warning("repaired a top-level link", extra=where)
+                    return "unconfirmed"
                 return "unchanged"
             meta = {"source": fetched.origin, "etag": fetched.etag, "bytes": fetched.size}
             async with self.lock:
@@ -470,7 +477,7 @@ class Fetcher:
                     attempt = 0
                     delay = self.s.interval
                     self._succeeded(result)
-                    if result == "published":
+                    if result in ("published", "unconfirmed"):
                         debouncer.trigger()
                 if not debouncer.pending:
                     async with self.lock:

@@ -22,6 +22,7 @@ volume); how it could be fooled or broken, and the test that answers each:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -344,3 +345,29 @@ def test_without_a_reload_method_nothing_is_reloaded_or_waited_for(pod: PodLike)
     )
     assert watch.series("config_fetcher_reloads_total") == []
     assert watch.series("config_fetcher_served_info") == []
+
+
+def test_a_publish_cut_short_after_the_swap_is_still_reloaded(
+    running: tuple[PodLike, Watch, str],
+) -> None:
+    """A publish that fails after ``..data`` has switched (here the link of a new top-level
+    name cannot be made: a directory squats the temporary link's name) leaves a version that
+    nginx has not loaded. The next check sees the same content: it must finish the links and
+    reload nginx, not call the content "unchanged" and leave nginx on the old version."""
+    pod, watch, good = running
+    tag = hashlib.sha256(b"extra").hexdigest()[:16]  # publish.py's temporary link name
+    squatter = pod.app.site_dir / f"..tmp-link-{tag}-{watch.proc.pid}"
+    squatter.mkdir()
+    (squatter / "x").write_text("")
+    push(pod.origin, bundle("v2", extra=b"new\n"))
+    wait_until(
+        lambda: watch.metric("config_fetcher_failures_total", stage="publish") >= 1,
+        timeout=20,
+        what="the publish failing after the swap",
+    )
+    assert pod.data_version() != good
+    (squatter / "x").unlink()
+    squatter.rmdir()
+    wait_until(lambda: pod.get("/version") == (200, b"v2\n"), timeout=20, what="v2 served")
+    wait_until(lambda: served(watch) == [pod.data_version()], timeout=20, what="served v2")
+    assert (pod.app.site_dir / "extra").read_bytes() == b"new\n"
