@@ -114,7 +114,12 @@ def test_a_rejected_config_is_rolled_back_and_the_next_good_one_served(
         timeout=20,
         what="served_info on v3",
     )
-    assert watch.metric("config_fetcher_reloads_total", method="signal", result="ok") == 1
+    # served_info is set before the reload is counted (counted once handled): wait for it.
+    wait_until(
+        lambda: watch.metric("config_fetcher_reloads_total", method="signal", result="ok") == 1,
+        timeout=20,
+        what="the reload of v3 counted",
+    )
     assert watch.metric("config_fetcher_rejected") == 0
 
 
