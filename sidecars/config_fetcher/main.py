@@ -25,7 +25,13 @@ from sidecars.config_fetcher.envsubst import substitute
 from sidecars.config_fetcher.errors import FetchError, VerifyError
 from sidecars.config_fetcher.metrics import FetcherMetrics
 from sidecars.config_fetcher.publish import Published, Publisher
-from sidecars.config_fetcher.reload import Debouncer, nginx_started_at, reload_verified
+from sidecars.config_fetcher.reload import (
+    Debouncer,
+    ReloadError,
+    nginx_started_at,
+    reload_verified,
+    signal_pidfile,
+)
 from sidecars.config_fetcher.served import Rejected, ServedState, ServedStore
 from sidecars.config_fetcher.settings import PART, Settings
 from sidecars.config_fetcher.sources import Fetched, LocalSource, is_url
@@ -379,7 +385,7 @@ class Fetcher:
                     ),
                 )
             elif outcome.result == "rejected":
-                await self._roll_back(current, outcome.detail)
+                await self._roll_back(current, outcome.detail, timed_out=outcome.timed_out)
             elif outcome.result == "no_target":
                 # Not running yet (or gone): it loads ..data when it starts.
                 log.info("reload skipped", extra=kv(method=outcome.method, reason=outcome.detail))
@@ -388,7 +394,7 @@ class Fetcher:
             # Counted once handled: a "rejected" seen here means the volume is back already.
             self.metrics.reloads.labels(outcome.method, outcome.result).inc()
 
-    async def _roll_back(self, current: Published, nginx_error: str) -> None:
+    async def _roll_back(self, current: Published, nginx_error: str, timed_out: bool) -> None:
         target = self.state.served or self.rollback_to
         rejected = Rejected(digest=current.digest, version=current.version, reason=nginx_error)
         if target is None or target == current:
@@ -403,6 +409,8 @@ class Fetcher:
         await self._save(self.state.accept(target).reject(rejected))
         self.rollback_to = None
         switched = await self._settle()
+        if switched and timed_out:
+            await self._signal_after_rollback(target)
         log.error(
             f"nginx rejected the new config, {'rolled back' if switched else 'NOT rolled back'}: "
             f"{nginx_error}",
@@ -413,6 +421,25 @@ class Fetcher:
                 nginx_error=nginx_error,
                 rolled_back_to=target.version if switched else None,
             ),
+        )
+
+    async def _signal_after_rollback(self, target: Published) -> None:
+        """A reload judged rejected only because nginx showed nothing in time: a slow nginx (a
+        big config, a slow resolver at load) may still take the refused version after we gave
+        up. Signal it again now that ``..data`` is back, so it ends on what the volume holds
+        and config_fetcher_served_info says (reloading the version it serves changes nothing)."""
+        assert self.s.reload_pidfile is not None  # a timeout verdict needs the master's pid
+        try:
+            pid = await asyncio.to_thread(signal_pidfile, self.s.reload_pidfile)
+        except ReloadError as exc:
+            log.warning(
+                "cannot signal nginx onto the rolled-back version",
+                extra=kv(version=target.version, reason=exc.reason),
+            )
+            return
+        log.info(
+            "nginx signalled onto the rolled-back version",
+            extra=kv(pid=pid, version=target.version),
         )
 
     async def _settle(self) -> bool:

@@ -103,6 +103,8 @@ class Outcome:
     detail: str  # nginx's own error line when rejected; what was seen otherwise
     verified: bool = False  # nginx was seen to take it (not merely signalled)
     pid: int | None = None
+    # No verdict in time (rejected for that alone): nginx may still take it after we gave up.
+    timed_out: bool = False
 
 
 _POLL = 0.05
@@ -181,6 +183,7 @@ async def reload_verified(
             f"no new worker processes within {verify_timeout:g}s of the signal",
             verified=True,
             pid=master,
+            timed_out=True,
         )
     return Outcome("ok", method, f"no [emerg] in the error log within {verify_timeout:g}s")
 

@@ -376,3 +376,32 @@ def test_a_publish_cut_short_after_the_swap_is_still_reloaded(
     wait_until(lambda: pod.get("/version") == (200, b"v2\n"), timeout=20, what="v2 served")
     wait_until(lambda: served(watch) == [pod.data_version()], timeout=20, what="served v2")
     assert (pod.app.site_dir / "extra").read_bytes() == b"new\n"
+
+
+def test_a_reload_judged_too_slow_ends_with_nginx_on_the_rolled_back_version(
+    pod: PodLike,
+) -> None:
+    """No verdict within --reload-timeout counts as a rejection and ``..data`` goes back, but a
+    slow nginx (a big config, a slow resolver at load) may still take the new version after
+    the check gave up. It is signalled again after the rollback, so what it serves ends up
+    being what the volume and config_fetcher_served_info say. A 1 ms timeout stands in for a
+    slow nginx: real nginx never replaces its workers that fast."""
+    push(pod.origin, bundle("v1"))
+    assert pod.init().code == 0
+    pod.app.start()
+    good = pod.data_version()
+    watch = pod.watch("--reload-timeout", "1ms")
+    wait_until(lambda: served(watch) == [good], timeout=20, what="nginx seen serving v1")
+    master = pod.app.master_pid()
+    before = workers(master)
+    push(pod.origin, bundle("v2"))
+    wait_until(lambda: rejected_lines(watch), timeout=20, what="v2 judged rejected (too slow)")
+    assert pod.data_version() == good
+    assert served(watch) == [good]
+    # nginx did take v2 meanwhile: its workers from before are gone.
+    wait_until(lambda: not workers(master) & before, timeout=20, what="nginx's reload done")
+    wait_until(
+        lambda: pod.get("/version") == (200, b"v1\n"),
+        timeout=20,
+        what="nginx back on the version the volume holds",
+    )
