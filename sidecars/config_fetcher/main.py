@@ -172,6 +172,9 @@ class Fetcher:
         current = self.publisher.current()
         if current is None or current == self.state.served or self.s.reload_pidfile is None:
             return False
+        rejected = self.state.rejected
+        if rejected is not None and rejected.digest == current.digest:
+            return False  # refused by nginx, left there by a switch back that failed: never again
         return await asyncio.to_thread(nginx_started_at, self.s.reload_pidfile) is not None
 
     def _record(self, version: str, digest: str) -> None:

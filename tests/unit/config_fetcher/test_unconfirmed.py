@@ -1,0 +1,69 @@
+"""When the fetcher reloads nginx on its own: a version on the volume that nginx was never seen
+to load is reloaded, except the one nginx rejected (a switch back that failed leaves it in
+``..data``): that one is never signalled again."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from sidecars.config_fetcher.bundle import Entry, digest
+from sidecars.config_fetcher.main import Fetcher
+from sidecars.config_fetcher.publish import Publisher
+from sidecars.config_fetcher.served import Rejected, ServedState, ServedStore
+from sidecars.config_fetcher.settings import PART, Settings
+from sidecars.runtime import lifecycle
+from sidecars.runtime.health import Health
+from sidecars.runtime.settings import load
+from tests.support.procs import wait_until
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Path]:
+    """A pid file naming a process titled as nginx's master."""
+    titled = f'exec -a "nginx: master process" {sys.executable} -c "import time; time.sleep(60)"'
+    proc = subprocess.Popen(["bash", "-c", titled])
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        wait_until(lambda: cmdline.read_bytes().startswith(b"nginx: master"), what="titled")
+        pidfile = tmp_path / "nginx.pid"
+        pidfile.write_text(f"{proc.pid}\n")
+        yield pidfile
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def fetcher(tmp_path: Path, pidfile: Path) -> Fetcher:
+    argv = ["--watch", "--source", str(tmp_path / "src"), "--dest", str(tmp_path / "dest")]
+    settings = load(Settings, PART, [*argv, "--reload-pidfile", str(pidfile)], {})
+    ctx = lifecycle.Context(
+        settings=settings, health=Health(None), registry=CollectorRegistry(), stop=asyncio.Event()
+    )
+    return Fetcher(ctx, {})
+
+
+def test_the_rejected_version_left_in_data_is_not_signalled_again(
+    tmp_path: Path, master: Path
+) -> None:
+    (tmp_path / "src").write_text("x\n")
+    pub = Publisher(tmp_path / "dest")
+    pub.prepare()
+    good_bundle = {"a.conf": Entry("file", b"good\n")}
+    bad_bundle = {"a.conf": Entry("file", b"bad\n")}
+    good = pub.publish(good_bundle, digest(good_bundle), {})
+    bad = pub.publish(bad_bundle, digest(bad_bundle), {})  # ..data: the one nginx refused
+    rejected = Rejected(digest=bad.digest, version=bad.version, reason="[emerg] x")
+    state = ServedState(served=good, rejected=rejected)
+    ServedStore(tmp_path / "dest").save(state)
+    f = fetcher(tmp_path, master)
+    f.state = state
+    assert not asyncio.run(f._unconfirmed()), "nginx refused it: not signalled again"
+    f.state = ServedState(served=good)
+    assert asyncio.run(f._unconfirmed()), "never seen loaded, not refused: reloaded"
