@@ -101,6 +101,9 @@ class Fetcher:
         # Publishing and a reload being verified (and maybe rolled back) never interleave.
         self.lock = asyncio.Lock()
         self.unreachable: str | None = None  # why the source could not be fetched last time
+        # The published version whose files on disk no longer match its digest (found at
+        # start): published again at the next check that fetches, whatever its manifest says.
+        self.damaged: str | None = None
 
     async def check(self) -> str:
         """One fetch -> verify -> publish. Returns the result label; raises FetchError."""
@@ -129,7 +132,7 @@ class Fetcher:
             if rejected is not None:
                 await self._save(self.state.forget_rejected())
             current = self.publisher.current()
-            if current is not None and current.digest == digest:
+            if current is not None and current.digest == digest and current.version != self.damaged:
                 self._record(current.version, digest)
                 if await self._unconfirmed():
                     # On the volume but never seen loaded: a publish cut short after its swap
@@ -146,6 +149,7 @@ class Fetcher:
                     self.rollback_to = current
                 self._pin()
                 published = await asyncio.to_thread(self.publisher.publish, bundle, digest, meta)
+                self.damaged = None
         except FetchError:
             # The ETag must not be remembered for content that was never published, or the
             # next poll would get 304 and never retry.
@@ -220,6 +224,9 @@ class Fetcher:
             self.ctx.health.set_ready(False, detail)
             return
         detail = f"published {current.version}"
+        if current.version == self.damaged:
+            detail += " (damaged on disk: its files do not match its digest; published again "
+            detail += "once the source is read)"
         if self.unreachable is not None:
             detail += f"; source unreachable, serving what is published: {self.unreachable}"
         self.ctx.health.set_ready(True, detail)
@@ -256,8 +263,27 @@ class Fetcher:
         current = self.publisher.current()
         if current is not None:
             self._record(current.version, current.digest)
+            problem = await asyncio.to_thread(self._damage, current)
+            if problem is not None:
+                self.damaged = current.version
+                log.error(
+                    "the published version is damaged on disk; publishing it again",
+                    extra=kv(version=current.version, problem=problem),
+                )
         # A verified version on the volume is enough to serve: ready whatever the origin does.
         self._readiness()
+
+    def _damage(self, current: Published) -> str | None:
+        """Why the files of ``current`` on disk are not the content its digest names, if they
+        are not (read back through the same checks as a directory source)."""
+        limit = max(self.s.max_bytes, self.s.max_unpacked_bytes)
+        reader = LocalSource(self.s.dest / current.version, name="", max_bytes=limit)
+        try:
+            files = reader.read_tree()
+        except FetchError as exc:
+            return exc.reason
+        found = bundles.digest(files)
+        return None if found == current.digest else f"content digest {found}"
 
     async def run(self) -> int:
         try:

@@ -122,6 +122,16 @@ class LocalSource:
         except OSError as exc:
             raise FetchError(f"cannot read source {self.path}: {exc}", transient=True) from None
 
+    def read_tree(self) -> dict[str, Entry]:
+        """The directory's tree as a bundle (also used to check a published version)."""
+        try:
+            return self._read_dir()
+        except FileNotFoundError as exc:
+            missing = exc.filename or self.path
+            raise FetchError(f"{missing} does not exist", transient=True) from None
+        except OSError as exc:
+            raise FetchError(f"cannot read {self.path}: {exc}", transient=True) from None
+
     def _read_dir(self) -> dict[str, Entry]:
         """The tree below the directory, any depth, through the same member checks as an
         archive (members.py): directories, regular files, and symlinks kept as symlinks when

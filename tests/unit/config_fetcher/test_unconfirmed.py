@@ -67,3 +67,33 @@ def test_the_rejected_version_left_in_data_is_not_signalled_again(
     assert not asyncio.run(f._unconfirmed()), "nginx refused it: not signalled again"
     f.state = ServedState(served=good)
     assert asyncio.run(f._unconfirmed()), "never seen loaded, not refused: reloaded"
+
+
+def test_a_published_version_damaged_on_disk_is_published_again(
+    tmp_path: Path, master: Path
+) -> None:
+    """The manifest's digest alone said "unchanged" for a version whose files were changed or
+    cut on the volume since (a failing disk, a writer that should not have had write access):
+    the damage was never healed. At start the tree on disk is checked against its digest."""
+    from sidecars.config_fetcher.sources import LocalSource
+
+    src = tmp_path / "src"
+    (src / "conf.d").mkdir(parents=True)
+    (src / "conf.d" / "site.conf").write_text("server {}\n")
+    (src / "index.html").write_text("hi\n")
+    bundle = LocalSource(src, name="src", max_bytes=1 << 20)._read().files
+    assert bundle is not None
+    pub = Publisher(tmp_path / "dest")
+    pub.prepare()
+    pub.publish(bundle, digest(bundle), {})
+    damaged = tmp_path / "dest" / "conf.d" / "site.conf"
+    damaged.write_text("server { half")  # through ..data, into the published version
+
+    async def start_and_check() -> str:
+        f = fetcher(tmp_path, master)
+        await f.restore()
+        assert "damaged" in f.ctx.health.readiness()[1], "readiness says so"
+        return await f.check()
+
+    assert asyncio.run(start_and_check()) == "published"
+    assert damaged.read_text() == "server {}\n"
