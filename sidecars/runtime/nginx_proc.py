@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 from pathlib import Path
 
 MASTER_TITLE = b"nginx: master process"
@@ -68,13 +69,27 @@ def holds_open(pid: int, dev_ino: tuple[int, int], proc: Path = Path("/proc")) -
     return False
 
 
+_PIDFILE_MAX = 64  # "12345\n": far less
+
+
 def read_pidfile(pidfile: Path) -> int:
+    """The pid in ``pidfile``. Opened without blocking and read only if regular: the file lives
+    on a volume nginx's container writes, and a FIFO there must not hang the reader."""
     try:
-        text = pidfile.read_text().strip()
+        fd = os.open(pidfile, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise PidFileMissing(f"pid file {pidfile} does not exist (nginx not running?)") from None
     except OSError as exc:
         raise NginxNotFound(f"cannot read pid file {pidfile}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NginxNotFound(f"pid file {pidfile} is not a regular file")
+        raw = os.read(fd, _PIDFILE_MAX)
+    except OSError as exc:
+        raise NginxNotFound(f"cannot read pid file {pidfile}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    text = raw.decode("ascii", "replace").strip()
     if not text.isdigit() or int(text) <= 1:
         raise NginxNotFound(f"pid file {pidfile} holds {text[:20]!r}, not a pid")
     return int(text)

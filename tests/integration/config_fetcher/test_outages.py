@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecars.config_fetcher.served import STATE_NAME
 from tests.integration.config_fetcher.helpers import snapshot
 from tests.integration.config_fetcher.pod import PodLike, bundle, pod, push
 from tests.support.nginx import have_nginx
@@ -75,12 +76,14 @@ def test_without_a_published_version_it_is_not_ready(pod: PodLike) -> None:
 
 def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
     """A read that never returns stops the loop: that, and only that, fails /healthz once
-    --stuck-after has passed. A FIFO stands in for a hung volume; it is the pid file, since a
-    FIFO as the source is refused at once (sources.py opens nothing that is not a regular
-    file), while the pid file is read by a plain open on every turn of the loop."""
+    --stuck-after has passed. A FIFO stands in for a hung volume: as the fetcher's own state
+    file in --dest (the source and the pid file are opened without blocking and refused when
+    not regular files, so neither can hang it)."""
     source = tmp_path / "site.conf"
     source.write_text("v1\n")
-    fifo = tmp_path / "nginx.pid"
+    dest = tmp_path / "out"
+    dest.mkdir()
+    fifo = dest / STATE_NAME
     os.mkfifo(fifo)
     listen = free_port()
     proc = Proc(
@@ -90,9 +93,7 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
             "--source",
             str(source),
             "--dest",
-            str(tmp_path / "out"),
-            "--reload-pidfile",
-            str(fifo),
+            str(dest),
             "--listen",
             f"127.0.0.1:{listen}",
             "--interval",
@@ -116,12 +117,9 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
         )
         assert b"no progress" in body
     finally:
-        # Release the blocked read so the process can drain and exit (else stop() kills it):
-        # a regular file takes the FIFO's name, then the open waiting on the FIFO is answered.
+        # Release the blocked read so the process can drain and exit (else stop() kills it).
         with contextlib.suppress(OSError):
             fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # RDWR: never blocks, never ENXIO
-            (tmp_path / "plain.pid").write_text("1\n")
-            os.rename(tmp_path / "plain.pid", fifo)
-            os.write(fd, b"1\n")
-            os.close(fd)
+            os.unlink(fifo)
+            os.close(fd)  # the reader sees EOF: an empty state file, set aside
         proc.stop()

@@ -260,3 +260,31 @@ def test_the_turn_that_rotates_still_keeps_the_cap(
     assert len(left) == 1, f"the older rotated files are dropped past the cap: {left}"
     held = metrics.held_bytes._value.get()
     assert held == 2005, f"the renamed file is counted once: {held}"
+
+
+def test_a_fifo_as_the_pid_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """The pid file lives on a volume nginx's container writes: a FIFO planted there must not
+    block the reader (the shipper's event loop, the fetcher's loop) until someone writes."""
+    import threading
+
+    pidfile = tmp_path / "nginx.pid"
+    os.mkfifo(pidfile)
+    outcome: list[BaseException | int] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(find_master(pidfile=pidfile, proc=tmp_path))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=attempt, daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    if reader.is_alive():  # blocked in open(): release it, then fail
+        fd = os.open(pidfile, os.O_RDWR | os.O_NONBLOCK)
+        os.write(fd, b"1\n")
+        reader.join(timeout=5)
+        os.close(fd)
+        pytest.fail("reading a FIFO pid file blocked")
+    (error,) = outcome
+    assert isinstance(error, NginxNotFound) and "not a regular file" in str(error)
