@@ -11,6 +11,9 @@ volume); how it could be fooled or broken, and the test that answers each:
 - a flood appended to the error log during the check (memory):
   test_an_error_log_flood_during_a_reload_costs_no_memory
 - the log rotated or truncated meanwhile: test_reload_check.py::test_read_appended_...
+- the log swapped for a FIFO: test_reload_check.py::test_an_error_log_swapped_for_a_fifo_...
+- a slow nginx taking the version after the check gave up:
+  test_a_reload_judged_too_slow_ends_with_nginx_on_the_rolled_back_version
 - a worker crash-respawn mistaken for a reload, a master ignoring SIGHUP:
   test_reload_check.py::test_replaced_..., ::test_an_nginx_that_starts_no_new_workers_...
 - no pid known (webhook): test_webhook_reloads_are_checked_in_the_error_log
