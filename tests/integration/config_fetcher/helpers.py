@@ -72,6 +72,13 @@ def once_cmd(source: str, dest: Path, *args: str) -> list[str]:
     )
 
 
+def watch_cmd(source: str | Path, dest: str | Path, *args: str) -> list[str]:
+    """The command line of a sidecar fetcher (``--watch``)."""
+    return sidecars_cmd(
+        "config-fetcher", "--watch", "--source", str(source), "--dest", str(dest), *args
+    )
+
+
 def fetch_once(
     source: str, dest: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 90
 ) -> Run:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.config_fetcher.helpers import fetch_once, snapshot
+from tests.integration.config_fetcher.helpers import fetch_once, snapshot, watch_cmd
 from tests.support.metrics import value
 from tests.support.nginx import APPS, AppNginx, have_nginx
-from tests.support.procs import Proc, free_port, http_get, sidecars_cmd, wait_until
+from tests.support.procs import Proc, free_port, http_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -171,12 +171,8 @@ def test_watch_notices_nested_changes_and_nginx_serves_them(
     port, listen = free_port(), free_port()
     env = {**os.environ, "NGINX_PORT": f"127.0.0.1:{port}", "SITE_DIR": str(app.site_dir)}
     proc = Proc(
-        sidecars_cmd(
-            "config-fetcher",
-            "--watch",
-            "--source",
+        watch_cmd(
             str(source),
-            "--dest",
             str(app.site_dir),
             "--env-subst",
             "--reload-pidfile",

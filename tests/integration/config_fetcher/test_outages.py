@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from sidecars.config_fetcher.served import STATE_NAME
-from tests.integration.config_fetcher.helpers import snapshot
+from tests.integration.config_fetcher.helpers import snapshot, watch_cmd
 from tests.integration.config_fetcher.pod import PodLike, bundle, pod, push
 from tests.support.nginx import have_nginx
-from tests.support.procs import Proc, free_port, http_get, sidecars_cmd, wait_until
+from tests.support.procs import Proc, free_port, http_get, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -87,12 +87,8 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     listen = free_port()
     proc = Proc(
-        sidecars_cmd(
-            "config-fetcher",
-            "--watch",
-            "--source",
+        watch_cmd(
             str(source),
-            "--dest",
             str(dest),
             "--listen",
             f"127.0.0.1:{listen}",
