@@ -248,8 +248,12 @@ class Fetcher:
     async def restore(self) -> None:
         """At every start: links consistent with ``..data``, the served state read back, and a
         version nginx rejected (a crash before the rollback finished) switched back."""
-        for change in await asyncio.to_thread(self.publisher.repair):
-            log.warning("repaired a top-level link", extra=kv(dest=str(self.s.dest), change=change))
+        try:
+            for change in await asyncio.to_thread(self.publisher.repair):
+                where = kv(dest=str(self.s.dest), change=change)
+                log.warning("repaired a top-level link", extra=where)
+        except FetchError as exc:  # the next publish (or start) makes them again
+            log.error("cannot repair the top-level links", extra=kv(reason=exc.reason))
         state, problem = await asyncio.to_thread(self.store.load)
         if problem is not None:
             log.warning("served state not usable, set aside", extra=kv(reason=problem))

@@ -116,11 +116,15 @@ class Publisher:
 
     def repair(self) -> list[str]:
         """Make the top-level links agree with ``..data`` (a crash between the swap and the
-        links leaves new names missing and removed ones dangling). Returns what it changed."""
+        links leaves new names missing and removed ones dangling). Returns what it changed; raises
+        PublishError."""
         version = self._data_target()
         if version is None:
             return []
-        return self._link_names(self._version_names(version))
+        try:
+            return self._link_names(self._version_names(version))
+        except OSError as exc:
+            raise publish_error(f"repairing the links in {self.dest}", exc) from None
 
     def switch_to(self, version: str) -> None:
         """Point ``..data`` back at an earlier, complete version (a rollback), links included."""

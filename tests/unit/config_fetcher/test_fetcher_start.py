@@ -1,6 +1,6 @@
-"""When the fetcher reloads nginx on its own: a version on the volume that nginx was never seen
-to load is reloaded, except the one nginx rejected (a switch back that failed leaves it in
-``..data``): that one is never signalled again."""
+"""What the fetcher does on its own at start and between fetches: a version on the volume that
+nginx was never seen to load is reloaded, except the one nginx rejected; a version damaged on
+disk is published again; a repair that fails does not stop the sidecar."""
 
 from __future__ import annotations
 
@@ -97,3 +97,27 @@ def test_a_published_version_damaged_on_disk_is_published_again(
 
     assert asyncio.run(start_and_check()) == "published"
     assert damaged.read_text() == "server {}\n"
+
+
+def test_a_repair_that_fails_at_start_is_a_publish_error_not_a_crash(
+    tmp_path: Path, master: Path
+) -> None:
+    """Links that cannot be made at start (a full volume, a name squatted) are logged and left
+    to the next publish: an OSError escaping restore() ended the sidecar."""
+    import hashlib
+    import os
+
+    from sidecars.config_fetcher.errors import PublishError
+
+    (tmp_path / "src").write_text("x\n")
+    pub = Publisher(tmp_path / "dest")
+    pub.prepare()
+    b = {"a.conf": Entry("file", b"a\n")}
+    pub.publish(b, digest(b), {})
+    (tmp_path / "dest" / "a.conf").unlink()  # a crash between the swap and the links
+    tag = hashlib.sha256(b"a.conf").hexdigest()[:16]
+    squatter = tmp_path / "dest" / f"..tmp-link-{tag}-{os.getpid()}"
+    (squatter / "x").mkdir(parents=True)
+    with pytest.raises(PublishError):
+        pub.repair()
+    asyncio.run(fetcher(tmp_path, master).restore())  # logged, not raised
