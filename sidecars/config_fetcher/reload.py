@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecars.config_fetcher import reload_check
+from sidecars.runtime import nginx_proc
 from sidecars.runtime.logs import kv
 
 log = logging.getLogger("sidecars.config_fetcher.reload")
@@ -28,34 +28,29 @@ class ReloadError(Exception):
 
 def read_pid(pidfile: Path) -> int:
     try:
-        text = pidfile.read_text().strip()
-    except FileNotFoundError:
-        raise ReloadError(
-            f"pid file {pidfile} does not exist (nginx not running?)", "no_target"
-        ) from None
-    except OSError as exc:
-        raise ReloadError(f"cannot read pid file {pidfile}: {exc}", "error") from None
-    if not text.isdigit() or int(text) <= 1:
-        raise ReloadError(f"pid file {pidfile} holds {text[:20]!r}, not a pid", "error")
-    return int(text)
+        return nginx_proc.read_pidfile(pidfile)
+    except nginx_proc.PidFileMissing as exc:
+        raise ReloadError(str(exc), "no_target") from None
+    except nginx_proc.NginxNotFound as exc:
+        raise ReloadError(str(exc), "error") from None
 
 
 def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
-    """The pid in ``pidfile``, but only if it still is an nginx process: a stale pid file must
-    not make us signal whatever process reused that pid."""
+    """The pid in ``pidfile``, but only if it still is nginx's master (runtime/nginx_proc.py):
+    a stale pid file must not make us signal whatever process reused that pid, such as another
+    sidecar whose command line merely mentions nginx."""
     pid = read_pid(pidfile)
-    try:
-        cmdline = (proc / str(pid) / "cmdline").read_bytes()
-    except FileNotFoundError:
+    if not (proc / str(pid)).exists():
         raise ReloadError(
             f"pid {pid} from {pidfile} is not running (or not visible: "
             "is shareProcessNamespace set?)",
             "no_target",
-        ) from None
-    except OSError as exc:
-        raise ReloadError(f"cannot inspect pid {pid}: {exc}", "error") from None
-    if b"nginx" not in cmdline:
-        raise ReloadError(f"pid {pid} from {pidfile} is not nginx; not signalling it", "error")
+        )
+    if not nginx_proc.is_master(pid, proc):
+        raise ReloadError(
+            f"pid {pid} from {pidfile} is not an nginx master process; not signalling it",
+            "error",
+        )
     return pid
 
 
@@ -69,13 +64,20 @@ def nginx_started_at(pidfile: Path, proc: Path = Path("/proc")) -> float | None:
         return None
 
 
+def hup(pid: int, pidfile: Path, proc: Path = Path("/proc")) -> None:
+    """SIGHUP nginx's master ``pid`` (pinned by a pidfd, its title checked again)."""
+    try:
+        nginx_proc.signal_master(pid, signal.SIGHUP, proc)
+    except nginx_proc.NginxNotFound as exc:
+        raise ReloadError(f"{exc} (from {pidfile})", "no_target") from None
+    except OSError as exc:
+        raise ReloadError(f"cannot signal nginx pid {pid}: {exc.strerror}", "error") from None
+
+
 def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
     """SIGHUP the nginx master named by ``pidfile`` (see find_master)."""
     pid = find_master(pidfile, proc)
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except OSError as exc:
-        raise ReloadError(f"cannot signal nginx pid {pid}: {exc.strerror}", "error") from None
+    hup(pid, pidfile, proc)
     return pid
 
 
@@ -101,6 +103,8 @@ class Outcome:
     detail: str  # nginx's own error line when rejected; what was seen otherwise
     verified: bool = False  # nginx was seen to take it (not merely signalled)
     pid: int | None = None
+    # No verdict in time (rejected for that alone): nginx may still take it after we gave up.
+    timed_out: bool = False
 
 
 _POLL = 0.05
@@ -132,12 +136,8 @@ async def reload_verified(
     mark = await asyncio.to_thread(reload_check.mark_log, error_log)
     try:
         if master is not None:
-            try:
-                os.kill(master, signal.SIGHUP)
-            except OSError as exc:
-                raise ReloadError(
-                    f"cannot signal nginx pid {master}: {exc.strerror}", "error"
-                ) from None
+            assert pidfile is not None
+            await asyncio.to_thread(hup, master, pidfile, proc)
         if webhook is not None:
             await post_webhook(webhook, http_timeout)
     except ReloadError as exc:
@@ -183,6 +183,7 @@ async def reload_verified(
             f"no new worker processes within {verify_timeout:g}s of the signal",
             verified=True,
             pid=master,
+            timed_out=True,
         )
     return Outcome("ok", method, f"no [emerg] in the error log within {verify_timeout:g}s")
 

@@ -117,6 +117,13 @@ def render(response: Response, *, head_only: bool, close: bool) -> bytes:
     return head if head_only else head + response.body
 
 
+# Connections the kernel completes before we accept them. asyncio's default (100) is passed by
+# a burst of scrapes or probes while the loop is busy: the kernel then drops the handshake and
+# the client retries after 1, 3, 7, 15 s. nginx's default is 511; the kernel caps it at
+# net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -240,6 +247,7 @@ class Server:
             listen.port,
             reuse_address=True,
             ssl=ssl_context,
+            backlog=LISTEN_BACKLOG,
         )
 
     @property
