@@ -1,5 +1,7 @@
 """Telling nginx about a new version: SIGHUP to its master (pid file on a shared volume, with
-``shareProcessNamespace: true``) or a POST to a webhook; bursts debounced into one reload."""
+``shareProcessNamespace: true``; without the pid file, the master found in /proc, as for an
+unchanged nginx image whose pid file is its own) or a POST to a webhook; bursts debounced into
+one reload."""
 
 from __future__ import annotations
 
@@ -36,10 +38,39 @@ def read_pid(pidfile: Path) -> int:
     return int(text)
 
 
+MASTER = b"nginx: master process"
+
+
+def find_master(proc: Path = Path("/proc")) -> int:
+    """The one nginx master visible in the (shared) PID namespace, by its process title."""
+    masters = []
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(MASTER):
+                    masters.append(int(entry.name))
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+    if not masters:
+        raise ReloadError(
+            f"no nginx master in {proc} (nginx not running, or is shareProcessNamespace unset?)",
+            "no_target",
+        )
+    if len(masters) > 1:
+        raise ReloadError(f"several nginx masters ({sorted(masters)}); not guessing", "error")
+    return masters[0]
+
+
 def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
     """SIGHUP the pid in ``pidfile``, but only if it still is an nginx process: a stale pid file
-    must not make us signal whatever process reused that pid."""
-    pid = read_pid(pidfile)
+    must not make us signal whatever process reused that pid. No pid file: the nginx master
+    found in ``proc``."""
+    try:
+        pid = read_pid(pidfile)
+    except ReloadError as exc:
+        if exc.result != "no_target":
+            raise
+        pid = find_master(proc)
     try:
         cmdline = (proc / str(pid) / "cmdline").read_bytes()
     except FileNotFoundError:

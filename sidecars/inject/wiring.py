@@ -1,0 +1,306 @@
+"""Adding the parts to one Pod template, and removing exactly what an earlier run added.
+
+What was added is recorded in the marker annotation (JSON: version, parts, mode, the names of
+the containers and volumes, the app's mounts, the pod fields and annotations that were set), so
+re-injection first undoes it and injecting twice equals injecting once. Pure functions over the
+round-trip YAML objects: the user's comments, order and quoting survive.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from sidecars.inject import nginx_conf, workloads
+from sidecars.inject.errors import InjectError
+from sidecars.inject.template import Template
+
+MARKER = "sidecars.inject/status"
+# The app's business, never set by the injector: service links and the service-account token
+# change what the app sees (the parts need neither), and its user is its image's choice (the
+# parts carry their own runAsUser/runAsNonRoot).
+APP_OWNED = {"enableServiceLinks", "automountServiceAccountToken"}
+APP_OWNED_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot"}
+PROMETHEUS = "prometheus.io/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    parts: list[str]
+    native: bool = True
+    reload: str = "signal"  # or "webhook"
+    env: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    image_prefix: str | None = None
+    app_container: str | None = None
+    version: str = "0"
+
+
+@dataclasses.dataclass
+class Result:
+    record: dict[str, Any] | None  # None: skipped
+    reason: str = ""  # why skipped, or notes on what was injected
+    was_injected: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def _map(node: MutableMapping[str, Any], key: str, created: list[str], tag: str) -> Any:
+    if not isinstance(node.get(key), MutableMapping):
+        if key in node and node[key] is not None:
+            raise InjectError(f"{tag} is not a mapping")
+        node[key] = CommentedMap()
+        created.append(tag)
+    return node[key]
+
+
+def _seq(node: MutableMapping[str, Any], key: str, created: list[str], tag: str) -> Any:
+    if not isinstance(node.get(key), list):
+        if key in node and node[key] is not None:
+            raise InjectError(f"{tag} is not a list")
+        node[key] = CommentedSeq()
+        created.append(tag)
+    return node[key]
+
+
+def find_app(spec: Any, name: str | None) -> tuple[Any | None, str]:
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, MutableMapping)]
+    if name is not None:
+        found = [c for c in containers if c.get("name") == name]
+        return (found[0], "") if found else (None, f"no container named {name!r}")
+    nginx = [c for c in containers if workloads.is_nginx_image(c.get("image"))]
+    if len(nginx) > 1:
+        names = ", ".join(repr(c.get("name")) for c in nginx)
+        raise InjectError(f"containers {names} all run nginx images: name one with --app-container")
+    if not nginx:
+        return None, "no container runs an nginx image (name the app with --app-container)"
+    return nginx[0], ""
+
+
+def _customise(container: Any, part: str, opts: Options) -> Any:
+    if opts.image_prefix:
+        container["image"] = (
+            opts.image_prefix.rstrip("/") + "/" + container["image"].rsplit("/", 1)[-1]
+        )
+    if part == "config-fetcher" and opts.reload != "signal" and "args" in container:
+        args = [a for a in container["args"] if not str(a).startswith("--reload-pidfile")]
+        del container["args"][:]
+        container["args"].extend(args)
+    for name, value in opts.env.get(part, {}).items():
+        env = container.setdefault("env", CommentedSeq())
+        for item in env:
+            if item.get("name") == name:
+                item.pop("valueFrom", None)
+                item["value"] = value
+                break
+        else:
+            env.append(CommentedMap(name=name, value=value))
+    return container
+
+
+def _names(items: Any) -> set[str]:
+    return {i.get("name") for i in items or [] if isinstance(i, MutableMapping)}
+
+
+def inject(holder: Any, tpl: Template, opts: Options, config_map: str) -> Result:
+    """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``)."""
+    was = uninject(holder)
+    spec = holder["spec"]
+    app, reason = find_app(spec, opts.app_container)
+    if app is None:
+        return Result(None, reason)
+    parts = [p for p in tpl.part_order if p in opts.parts]
+    inits, regular = [], []
+    for c in tpl.init_containers(parts):
+        c = _customise(c, tpl.part_of(c["name"]), opts)
+        if opts.native or c.get("restartPolicy") != "Always":
+            inits.append(c)
+        else:  # classic: the native sidecar becomes a regular container
+            del c["restartPolicy"]
+            regular.append(c)
+    regular += [_customise(c, tpl.part_of(c["name"]), opts) for c in tpl.containers(parts)]
+
+    taken = _names(spec.get("initContainers")) | _names(spec.get("containers"))
+    for c in [*inits, *regular]:
+        if c["name"] in taken:
+            raise InjectError(
+                f"container {c['name']!r} already exists: sidecars inject adds its own; "
+                "rename yours"
+            )
+    volumes = tpl.volumes(parts)
+    volumes.append(
+        CommentedMap(
+            name=nginx_conf.VOLUME,
+            configMap=CommentedMap(
+                name=config_map,
+                items=[CommentedMap(key=nginx_conf.CONF_KEY, path=nginx_conf.CONF_KEY)],
+            ),
+        )
+    )
+    for v in volumes:
+        if v["name"] in _names(spec.get("volumes")):
+            raise InjectError(
+                f"volume {v['name']!r} already exists: sidecars inject adds its own; rename yours"
+            )
+    mounts = tpl.app_mounts(parts)
+    for m in mounts:
+        if m["name"] == nginx_conf.LOGS_VOLUME:
+            m["mountPath"] = nginx_conf.LOGS_IN_APP
+    mounts.append(
+        CommentedMap(
+            name=nginx_conf.VOLUME,
+            mountPath=f"{nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY}",
+            subPath=nginx_conf.CONF_KEY,
+            readOnly=True,
+        )
+    )
+    app_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
+    for m in mounts:
+        if m["mountPath"] in app_paths:
+            raise InjectError(
+                f"container {app.get('name')!r} already mounts {m['mountPath']}, where sidecars "
+                f"inject mounts its {m['name']!r} volume"
+            )
+
+    created: list[str] = []
+    record: dict[str, Any] = {
+        "version": opts.version,
+        "parts": parts,
+        "mode": "native" if opts.native else "classic",
+        "reload": opts.reload,
+        "app": app["name"],
+        "initContainers": [c["name"] for c in inits],
+        "containers": [c["name"] for c in regular],
+        "volumes": [v["name"] for v in volumes],
+        "appMounts": [m["mountPath"] for m in mounts],
+    }
+    if inits:
+        seq = _seq(spec, "initContainers", created, "initContainers")
+        for i, c in enumerate(inits):  # first: the site is published before any other init runs
+            seq.insert(i, c)
+    spec["containers"].extend(regular)
+    _seq(spec, "volumes", created, "volumes").extend(volumes)
+    _seq(app, "volumeMounts", created, "app.volumeMounts").extend(mounts)
+
+    pod_set, security_set = [], []
+    for key, value in tpl.pod.items():
+        if key in APP_OWNED:
+            continue
+        if key == "shareProcessNamespace" and not (
+            opts.reload == "signal" and "config-fetcher" in parts
+        ):
+            continue
+        if key == "securityContext":
+            ours = _map(spec, key, created, "securityContext")
+            for sub, sub_value in value.items():
+                if sub not in APP_OWNED_SECURITY and sub not in ours:
+                    ours[sub] = copy.deepcopy(sub_value)
+                    security_set.append(sub)
+        elif key not in spec:
+            spec[key] = copy.deepcopy(value)
+            pod_set.append(key)
+    record["pod"], record["securityContext"] = pod_set, security_set
+
+    meta = _map(holder, "metadata", created, "metadata")
+    annotations = _map(meta, "annotations", created, "annotations")
+    wanted = dict(tpl.annotations)
+    port = tpl.first_port("metrics-proxy")
+    if "metrics-proxy" in parts and port is not None:
+        wanted.update(
+            {
+                PROMETHEUS + "scrape": "true",
+                PROMETHEUS + "port": str(port),
+                PROMETHEUS + "path": "/metrics",
+            }
+        )
+    set_annotations = []
+    for key, value in wanted.items():
+        if key not in annotations:
+            annotations[key] = value
+            set_annotations.append(key)
+    record["annotations"] = set_annotations
+    record["created"] = created
+    annotations[MARKER] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+    result = Result(record, was_injected=was is not None)
+    if opts.reload == "signal" and "config-fetcher" in parts:
+        result.warnings += _signal_warning(spec, app, tpl)
+    return result
+
+
+def _signal_warning(spec: Any, app: Any, tpl: Template) -> list[str]:
+    fetcher = next(
+        c for c in tpl.raw["initContainers"] if tpl.part_of(c["name"]) == "config-fetcher"
+    )
+    uid = fetcher.get("securityContext", {}).get("runAsUser")
+    app_uid = (app.get("securityContext") or {}).get("runAsUser")
+    if app_uid is None:
+        app_uid = (spec.get("securityContext") or {}).get("runAsUser")
+    if uid is not None and app_uid != uid:
+        shown = "its image's user" if app_uid is None else f"UID {app_uid}"
+        return [
+            f"nginx runs as {shown}: the config-fetcher (UID {uid}) can reload it by signal only "
+            f"when it runs as UID {uid} (or use --reload webhook)"
+        ]
+    return []
+
+
+def record_of(holder: Any) -> dict[str, Any] | None:
+    meta = holder.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, MutableMapping) else None
+    if not isinstance(annotations, MutableMapping) or MARKER not in annotations:
+        return None
+    try:
+        record = json.loads(annotations[MARKER])
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+    except ValueError as exc:
+        raise InjectError(
+            f"annotation {MARKER} is not what sidecars inject writes: {exc}"
+        ) from None
+    return record
+
+
+def _drop(seq: Any, names: list[str], key: str = "name") -> None:
+    if isinstance(seq, list):
+        for i in reversed(range(len(seq))):
+            if isinstance(seq[i], MutableMapping) and seq[i].get(key) in names:
+                del seq[i]
+
+
+def uninject(holder: Any) -> dict[str, Any] | None:
+    """Remove exactly what the marker annotation says was added; return that record."""
+    record = record_of(holder)
+    if record is None:
+        return None
+    spec = holder["spec"]
+    created = set(record.get("created", []))
+    _drop(spec.get("initContainers"), record.get("initContainers", []))
+    _drop(spec.get("containers"), record.get("containers", []))
+    _drop(spec.get("volumes"), record.get("volumes", []))
+    for app in spec.get("containers") or []:
+        if isinstance(app, MutableMapping) and app.get("name") == record.get("app"):
+            _drop(app.get("volumeMounts"), record.get("appMounts", []), key="mountPath")
+            if "app.volumeMounts" in created and not app.get("volumeMounts"):
+                app.pop("volumeMounts", None)
+    for key in record.get("pod", []):
+        spec.pop(key, None)
+    security = spec.get("securityContext")
+    if isinstance(security, MutableMapping):
+        for key in record.get("securityContext", []):
+            security.pop(key, None)
+    for key in ("initContainers", "volumes", "securityContext"):
+        if key in created and not spec.get(key):
+            spec.pop(key, None)
+    meta = holder["metadata"]
+    annotations = meta["annotations"]
+    for key in [*record.get("annotations", []), MARKER]:
+        annotations.pop(key, None)
+    if "annotations" in created and not annotations:
+        del meta["annotations"]
+    if "metadata" in created and not meta:
+        del holder["metadata"]
+    return record
