@@ -129,13 +129,14 @@ class _Run:
         if not isinstance(items, list):
             raise InjectError("List has no items list")
         changed = False
-        i = 0
+        i = number = 0  # index now, number in the input
         while i < len(items):
-            item, where = items[i], f"document {doc.number}, item {i + 1}"
+            number += 1
+            item, where = items[i], f"document {doc.number}, item {number}"
             try:
                 _check_object(item)
             except InjectError as exc:
-                raise InjectError(f"item {i + 1}: {exc.message}") from None
+                raise InjectError(f"item {number}: {exc.message}") from None
             if _is_generated(item):
                 self.report.append(f"{where}: {workloads.describe(item)}: removed (regenerated)")
                 del items[i]

@@ -158,6 +158,19 @@ def inject(holder: Any, tpl: Template, opts: Options, config_map: str) -> Result
         )
     )
     app_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
+    for path in app_paths:
+        if isinstance(path, str) and path.rstrip("/") in (
+            "/etc/nginx/conf.d",
+            "/etc/nginx",
+            "/etc",
+        ):
+            # A volume there is read-only (ConfigMap) or the user's: the runtime cannot create
+            # our file's mount point inside it.
+            raise InjectError(
+                f"container {app.get('name')!r} mounts a volume at {path}: sidecars inject "
+                f"cannot add {nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY} inside it; mount your "
+                "files there one by one (subPath) instead"
+            )
     for m in mounts:
         if m["mountPath"] in app_paths:
             raise InjectError(
@@ -240,10 +253,9 @@ def _signal_warning(spec: Any, app: Any, tpl: Template) -> list[str]:
     if app_uid is None:
         app_uid = (spec.get("securityContext") or {}).get("runAsUser")
     if uid is not None and app_uid != uid:
-        shown = "its image's user" if app_uid is None else f"UID {app_uid}"
         return [
-            f"nginx runs as {shown}: the config-fetcher (UID {uid}) can reload it by signal only "
-            f"when it runs as UID {uid} (or use --reload webhook)"
+            f"nginx does not run as UID {uid}, so the config-fetcher cannot signal it (set "
+            "runAsUser, or --reload webhook)"
         ]
     return []
 

@@ -1,0 +1,106 @@
+"""Golden triples over the corpus (input, expected output, expected report), as istioctl and
+linkerd test their injectors: refresh with SIDECARS_UPDATE_GOLDEN=1 and review the diff.
+Every output is also idempotent and valid against the Kubernetes schema of its version."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate import utils
+
+from sidecars.inject import main as inject_main
+
+CORPUS = Path(__file__).parent / "corpus"
+UPDATE = os.environ.get("SIDECARS_UPDATE_GOLDEN") == "1"
+VERSIONS = sorted(set(utils.all_versions()), key=lambda v: tuple(map(int, v.split("."))))
+NATIVE = [v for v in VERSIONS if tuple(map(int, v.split(".")[:2])) >= (1, 29)]
+CLASSIC = ["1.25.0"]
+# Kinds kubernetes-validate has no schema for (custom resources), and why they are not checked.
+NO_SCHEMA = {"monitoring.coreos.com/v1": "prometheus-operator CRD: not in the built-in schemas"}
+
+CASES: dict[str, list[str]] = {
+    "helm-release": [],
+    "kinds": [],
+    "cronjob": [],
+    "list": [],
+    "classic": ["--kube-version", "1.25"],
+    "parts-env": [
+        "--app-container",
+        "frontend",
+        "--parts",
+        "metrics-proxy,log-shipper",
+        "--env",
+        "LOG_SHIPPER_SINK=loki=http://loki.monitoring.svc:3100",
+        "--env",
+        "METRICS_PROXY_CONST_LABELS=team=shop",
+        "--image-prefix",
+        "ghcr.io/acme/sidecars/",
+    ],
+    "webhook": [
+        "--reload",
+        "webhook",
+        "--env",
+        "CONFIG_FETCHER_RELOAD_WEBHOOK=http://127.0.0.1:9000/-/reload",
+        "--env",
+        "CONFIG_FETCHER_SOURCE=https://config.example/site.tar.gz",
+        "--env",
+        "NGINX_PORT=9080",
+    ],
+}
+
+
+def inject(text: str, args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = inject_main.main(args, stdin=io.StringIO(text), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def versions_for(args: list[str]) -> list[str]:
+    return CLASSIC if "1.25" in args else NATIVE
+
+
+def validate(text: str, versions: list[str]) -> None:
+    docs = list(yaml.safe_load_all(text))  # PyYAML reads YAML 1.1, as kubectl does
+    docs += [item for doc in docs if doc and doc.get("kind") == "List" for item in doc["items"]]
+    for doc in docs:
+        if not doc or doc.get("apiVersion") in NO_SCHEMA or doc.get("kind") == "List":
+            continue
+        for version in versions:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden(name: str) -> None:
+    args = CASES[name]
+    code, out, err = inject((CORPUS / f"{name}.yaml").read_text(), args)
+    assert code == 0, err
+    golden, report = CORPUS / f"{name}.out.yaml", CORPUS / f"{name}.report"
+    if UPDATE:
+        golden.write_text(out)
+        report.write_text(err)
+    assert out == golden.read_text(), f"{golden} is stale (SIDECARS_UPDATE_GOLDEN=1 refreshes it)"
+    assert err == report.read_text()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_injecting_the_output_again_changes_nothing(name: str) -> None:
+    golden = (CORPUS / f"{name}.out.yaml").read_text()
+    code, out, err = inject(golden, CASES[name])
+    assert code == 0, err
+    assert out == golden
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_output_is_schema_valid(name: str) -> None:
+    validate((CORPUS / f"{name}.out.yaml").read_text(), versions_for(CASES[name]))
+
+
+def test_inputs_are_schema_valid_too() -> None:
+    # The corpus is realistic: what the injector is given would be accepted by the cluster.
+    for name, args in CASES.items():
+        validate((CORPUS / f"{name}.yaml").read_text(), versions_for(args)[-1:])
