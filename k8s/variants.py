@@ -38,12 +38,7 @@ Doc = dict[str, Any]
 CLASSIC_HEADER = """\
 # GENERATED from k8s/pod.yaml for clusters older than Kubernetes 1.29 (no native sidecars):
 # its native sidecars run as regular containers. Do not edit; regenerate with
-#   template what `sidecars inject` adds to a workload: everything in pod.yaml that is not the app
-           container (nginx) or a volume only it mounts. Committed as
-           sidecars/inject/template.yaml (package data; a unit test keeps it in step).
-
-  python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
-  python3 k8s/variants.py template k8s/pod.yaml > sidecars/inject/template.yaml
+#   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
 """
 
 # podman deletes init containers after they succeed unless the Pod carries this annotation.
