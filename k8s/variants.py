@@ -231,8 +231,8 @@ def template_text(text: str, app: str = TEMPLATE_APP) -> str:
                 copy.deepcopy(m) for m in app_container.get("volumeMounts", []) if m["name"] in used
             ]
         },
-        "initContainers": [copy.deepcopy(c) for c in spec.get("initContainers", [])],
-        "containers": [copy.deepcopy(c) for c in spec["containers"] if c is not app_container],
+        "initContainers": [_moved(c) for c in spec.get("initContainers", [])],
+        "containers": [_moved(c) for c in spec["containers"] if c is not app_container],
         "volumes": [copy.deepcopy(v) for v in spec.get("volumes", []) if v["name"] in used],
     }
     buf = io.StringIO()
@@ -241,6 +241,15 @@ def template_text(text: str, app: str = TEMPLATE_APP) -> str:
 
 
 _POD_LISTS = ("initContainers", "containers", "volumes")
+
+
+def _moved(container: Any) -> Any:
+    """A copy whose comments sit where the template's indentation puts the container."""
+    from sidecars.inject.template import ITEM_COLUMN, shift_comments
+
+    copied = copy.deepcopy(container)
+    shift_comments(copied, ITEM_COLUMN - container.lc.col)
+    return copied
 
 
 def _pair(raw: str, sep: str) -> tuple[str, str]:

@@ -90,7 +90,7 @@ def split(text: str) -> list[Document]:
     return docs
 
 
-def _indent(text: str) -> tuple[int, int]:
+def indent_of(text: str) -> tuple[int, int]:
     """(sequence indent, dash offset) of a document's block sequences, as its author wrote
     them: `- ` under its key (0) or indented below it (2, as Helm charts do)."""
     lines = text.splitlines()
@@ -109,7 +109,7 @@ def _indent(text: str) -> tuple[int, int]:
 def dump(data: Any, *, like: str = "", explicit: bool = True) -> str:
     """One document in round-trip form, indented like ``like`` (its original text)."""
     rt = _yaml()
-    sequence, offset = _indent(like)
+    sequence, offset = indent_of(like)
     rt.indent(mapping=2, sequence=sequence, offset=offset)
     rt.explicit_start = explicit
     buf = io.StringIO()

@@ -9,7 +9,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from sidecars.inject import nginx_conf, workloads
-from sidecars.inject.documents import Document, dump, split
+from sidecars.inject.documents import Document, dump, indent_of, split
 from sidecars.inject.errors import InjectError
 from sidecars.inject.template import Template
 from sidecars.inject.wiring import Options, inject
@@ -78,8 +78,9 @@ class _Run:
             CONFIG_MAP_MARKER,
         )
 
-    def workload(self, doc: Any, where: str) -> Any | None:
-        """Inject one workload in place; return its ConfigMap, or None if skipped."""
+    def workload(self, doc: Any, where: str, text: str, base: int = 0) -> Any | None:
+        """Inject one workload in place; return its ConfigMap, or None if skipped. ``text`` is
+        its document's, ``base`` the column of its keys there (for our comments' columns)."""
         kind = doc["kind"]
         holder = workloads.pod_template(doc)
         label = f"{where}: {workloads.describe(doc)}"
@@ -96,7 +97,11 @@ class _Run:
                     "exit, so its Pods would never complete; use --kube-version 1.29 or later"
                 )
         cm = self.config_map(doc)
-        result = inject(holder, self.tpl, self.opts, cm["metadata"]["name"])
+        sequence, _ = indent_of(text)
+        spec_column = base + 2 * (len(workloads.WORKLOADS[kind][1]) + 1)
+        result = inject(
+            holder, self.tpl, self.opts, cm["metadata"]["name"], column=spec_column + sequence
+        )
         if result.record is None:
             self.report.append(f"{label}: skipped ({result.reason})")
             return None
@@ -119,7 +124,7 @@ class _Run:
         if kind not in workloads.WORKLOADS:
             self.report.append(f"{where}: {workloads.describe(data)}: skipped (not a workload)")
             return doc.prefix + doc.text
-        cm = self.workload(data, where)
+        cm = self.workload(data, where, doc.text)
         if cm is None:
             return doc.prefix + doc.text
         return doc.prefix + dump(cm, like=doc.text) + dump(data, like=doc.text)
@@ -147,7 +152,7 @@ class _Run:
                 i += 1
                 continue
             try:
-                cm = self.workload(item, where)
+                cm = self.workload(item, where, doc.text, base=indent_of(doc.text)[0])
             except InjectError as exc:
                 raise exc.located(doc.number, _line(item, doc.line)) from None
             if cm is not None:

@@ -10,8 +10,13 @@ from importlib import resources
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.tokens import CommentToken
 
 PARTS = ("config-fetcher", "log-shipper", "metrics-proxy")
+# Column of a container's keys in template.yaml (`initContainers:` / `  - name:`): its comments
+# are shifted from there to where the container lands in the user's document.
+ITEM_COLUMN = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +79,46 @@ class Template:
             if c["name"] in self.containers_of(part) and c.get("ports"):
                 return int(c["ports"][0]["containerPort"])
         return None
+
+
+def _tokens(node: Any) -> list[CommentToken]:
+    found: dict[int, CommentToken] = {}
+
+    def collect(x: Any) -> None:
+        if isinstance(x, CommentToken):
+            found[id(x)] = x
+        elif isinstance(x, list):
+            for y in x:
+                collect(y)
+
+    def walk(n: Any) -> None:
+        if isinstance(n, CommentedMap | CommentedSeq):
+            collect(n.ca.comment)
+            for v in n.ca.items.values():
+                collect(v)
+            for v in n.values() if isinstance(n, CommentedMap) else n:
+                walk(v)
+
+    walk(node)
+    return list(found.values())
+
+
+def shift_comments(node: Any, delta: int) -> None:
+    """Move the full-line comments of a (copied) node ``delta`` columns (left if negative)."""
+    if delta == 0:
+        return
+
+    def moved(line: str) -> str:
+        if not line.lstrip().startswith("#") or not line.startswith(" "):
+            return line
+        if delta > 0:
+            return " " * delta + line
+        return line[min(-delta, len(line) - len(line.lstrip(" "))) :]
+
+    for token in _tokens(node):
+        token.value = "\n".join(moved(line) for line in token.value.split("\n"))
+        if token.value.startswith("#"):  # a comment on its own line, placed by its column
+            token.column = max(0, token.column + delta)
 
 
 def parse(text: str) -> Template:

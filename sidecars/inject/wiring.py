@@ -18,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from sidecars.inject import nginx_conf, workloads
 from sidecars.inject.errors import InjectError
-from sidecars.inject.template import Template
+from sidecars.inject.template import ITEM_COLUMN, Template, shift_comments
 
 MARKER = "sidecars.inject/status"
 # The app's business, never set by the injector: service links and the service-account token
@@ -105,8 +105,11 @@ def _names(items: Any) -> set[str]:
     return {i.get("name") for i in items or [] if isinstance(i, MutableMapping)}
 
 
-def inject(holder: Any, tpl: Template, opts: Options, config_map: str) -> Result:
-    """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``)."""
+def inject(
+    holder: Any, tpl: Template, opts: Options, config_map: str, *, column: int = ITEM_COLUMN
+) -> Result:
+    """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``).
+    ``column``: where a container's keys will be in the output, for our comments."""
     was = uninject(holder)
     spec = holder["spec"]
     app, reason = find_app(spec, opts.app_container)
@@ -122,6 +125,8 @@ def inject(holder: Any, tpl: Template, opts: Options, config_map: str) -> Result
             del c["restartPolicy"]
             regular.append(c)
     regular += [_customise(c, tpl.part_of(c["name"]), opts) for c in tpl.containers(parts)]
+    for c in [*inits, *regular]:
+        shift_comments(c, column - ITEM_COLUMN)
 
     taken = _names(spec.get("initContainers")) | _names(spec.get("containers"))
     for c in [*inits, *regular]:
