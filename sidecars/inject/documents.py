@@ -12,13 +12,22 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import DocumentEndEvent, DocumentStartEvent
+from ruamel.yaml.events import (
+    CollectionEndEvent,
+    CollectionStartEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+)
 
 from sidecars.inject.errors import InjectError
 
 # Wide enough that the dump never re-wraps a long line of the user's.
 _WIDTH = 4096
 _SEQ = re.compile(r"^( *)- ")
+# Real manifests nest 10-40 levels (CRD schemas are the deepest). The parser slows down with the
+# square of flow nesting (`[[[[...`: 2 s at 1000 levels) and loading recurses per level, so
+# deeper input is refused while it is being parsed, before either costs anything.
+MAX_DEPTH = 100
 
 
 @dataclasses.dataclass
@@ -56,9 +65,20 @@ def split(text: str) -> list[Document]:
     """Parse the stream; broken YAML is an InjectError naming the document and line."""
     spans: list[tuple[int, int, bool]] = []  # start index, start line, explicit
     ends: list[int] = []
+    depth = 0
     try:
         for event in _yaml().parse(text):
-            if isinstance(event, DocumentStartEvent):
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise InjectError(
+                        f"broken YAML: nested more than {MAX_DEPTH} levels deep",
+                        document=len(spans) or 1,
+                        line=event.start_mark.line + 1,
+                    )
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, DocumentStartEvent):
                 spans.append((event.start_mark.index, event.start_mark.line, bool(event.explicit)))
             elif isinstance(event, DocumentEndEvent):
                 ends.append(event.end_mark.index)
@@ -73,6 +93,10 @@ def split(text: str) -> list[Document]:
         own = text[start:end]
         try:
             data = _yaml().load(own)
+        except RecursionError:
+            raise InjectError(
+                "broken YAML: nested too deeply", document=i + 1, line=line + 1
+            ) from None
         except YAMLError as exc:  # e.g. a duplicate key: the composer's, not the parser's
             at = _where(exc)
             raise InjectError(

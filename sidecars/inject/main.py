@@ -8,7 +8,7 @@ import argparse
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from sidecars import __version__
 from sidecars.inject import envs, template
@@ -17,6 +17,9 @@ from sidecars.inject.stream import run
 from sidecars.inject.wiring import Options
 
 NATIVE_SINCE = (1, 29)
+# Far above any real manifest stream (a big Helm release is a few MiB); the parse of the whole
+# stream is held in memory before anything is written.
+MAX_INPUT_BYTES = 32 * 1024 * 1024
 DEFAULT_KUBE_VERSION = "1.29"
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.\d+)?")
 
@@ -106,16 +109,27 @@ def options(argv: Sequence[str], tpl: template.Template) -> tuple[argparse.Names
     )
 
 
+def read_input(stream: BinaryIO, name: str) -> str:
+    data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise InjectError(f"{name}: more than {MAX_INPUT_BYTES // 2**20} MiB of manifests")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InjectError(f"{name}: not UTF-8 (byte {exc.start})") from None
+
+
 def main(
     argv: Sequence[str],
     environ: Mapping[str, str] | None = None,
     *,
-    stdin: TextIO | None = None,
+    stdin: BinaryIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
 ) -> int:
     del environ  # the injector is configured by its flags only
-    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    stdin = stdin or sys.stdin.buffer
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
     if any(a in ("-h", "--help") for a in argv):
         parser().print_help(stdout)
         return 0
@@ -123,13 +137,13 @@ def main(
         tpl = template.packaged()
         args, opts = options(argv, tpl)
         if args.filename == "-":
-            text = stdin.read()
+            text = read_input(stdin, "stdin")
         else:
             try:
-                with open(args.filename, encoding="utf-8") as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InjectError(f"cannot read {args.filename}: {exc}") from None
+                with open(args.filename, "rb") as f:
+                    text = read_input(f, args.filename)
+            except OSError as exc:
+                raise InjectError(f"cannot read {args.filename}: {exc.strerror}") from None
         out = run(text, tpl, opts)
     except InjectError as exc:
         print(f"sidecars inject: {exc}", file=stderr)

@@ -167,6 +167,13 @@ class _Run:
 
 def run(text: str, tpl: Template, opts: Options) -> Output:
     """Render the whole output before anything is written: an error leaves stdout empty."""
+    try:
+        return _run(text, tpl, opts)
+    except RecursionError:  # the composer and emitter recurse per nesting level
+        raise InjectError("broken YAML: nested too deeply") from None
+
+
+def _run(text: str, tpl: Template, opts: Options) -> Output:
     run_ = _Run(tpl, opts)
     pieces = []
     for doc in split(text):

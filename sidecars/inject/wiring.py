@@ -27,6 +27,15 @@ MARKER = "sidecars.inject/status"
 APP_OWNED = {"enableServiceLinks", "automountServiceAccountToken"}
 APP_OWNED_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot"}
 PROMETHEUS = "prometheus.io/"
+# What injection may create (and removal then deletes once empty).
+CREATED = (
+    "initContainers",
+    "volumes",
+    "app.volumeMounts",
+    "securityContext",
+    "metadata",
+    "annotations",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +119,12 @@ def inject(
 ) -> Result:
     """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``).
     ``column``: where a container's keys will be in the output, for our comments."""
-    was = uninject(holder)
+    was = uninject(holder, tpl)
     spec = holder["spec"]
     app, reason = find_app(spec, opts.app_container)
     if app is None:
+        if was is not None:  # it was injected: skipping now would leave half our wiring
+            raise InjectError(f"injected before, but now {reason}")
         return Result(None, reason)
     parts = [p for p in tpl.part_order if p in opts.parts]
     inits, regular = [], []
@@ -265,7 +276,7 @@ def _signal_warning(spec: Any, app: Any, tpl: Template) -> list[str]:
     return []
 
 
-def record_of(holder: Any) -> dict[str, Any] | None:
+def record_of(holder: Any, tpl: Template) -> dict[str, Any] | None:
     meta = holder.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, MutableMapping) else None
     if not isinstance(annotations, MutableMapping) or MARKER not in annotations:
@@ -278,6 +289,30 @@ def record_of(holder: Any) -> dict[str, Any] | None:
         raise InjectError(
             f"annotation {MARKER} is not what sidecars inject writes: {exc}"
         ) from None
+    # Re-injection deletes what the record names: it may name only what we ever add, never the
+    # user's containers, volumes or fields (a hand-edited or copied annotation).
+    ours = {c for p in tpl.part_order for c in tpl.containers_of(p)}
+    paths = {m["mountPath"] for m in tpl.raw["app"]["volumeMounts"]} | {
+        nginx_conf.LOGS_IN_APP,
+        f"{nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY}",
+    }
+    prometheus = {PROMETHEUS + k for k in ("scrape", "port", "path")}
+    for key, allowed in (
+        ("initContainers", ours),
+        ("containers", ours),
+        ("volumes", tpl.volumes_for(tpl.part_order) | {nginx_conf.VOLUME}),
+        ("appMounts", paths),
+        ("pod", set(tpl.pod)),
+        ("securityContext", set(tpl.pod.get("securityContext") or {})),
+        ("annotations", set(tpl.annotations) | prometheus),
+        ("created", set(CREATED)),
+    ):
+        names = record.get(key, [])
+        if not isinstance(names, list) or not {str(n) for n in names} <= allowed:
+            raise InjectError(
+                f"annotation {MARKER} names {key} {names!r}, not all added by sidecars inject; "
+                "remove the annotation or restore it"
+            )
     return record
 
 
@@ -288,9 +323,9 @@ def _drop(seq: Any, names: list[str], key: str = "name") -> None:
                 del seq[i]
 
 
-def uninject(holder: Any) -> dict[str, Any] | None:
+def uninject(holder: Any, tpl: Template) -> dict[str, Any] | None:
     """Remove exactly what the marker annotation says was added; return that record."""
-    record = record_of(holder)
+    record = record_of(holder, tpl)
     if record is None:
         return None
     spec = holder["spec"]

@@ -56,7 +56,7 @@ CASES: dict[str, list[str]] = {
 
 def inject(text: str, args: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = inject_main.main(args, stdin=io.StringIO(text), stdout=out, stderr=err)
+    code = inject_main.main(args, stdin=io.BytesIO(text.encode()), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
