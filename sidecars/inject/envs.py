@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 
 from sidecars import docs
 from sidecars.inject.errors import InjectError
-from sidecars.runtime.settings import Option, env_prefix, options
+from sidecars.runtime.settings import Option, SettingsError, env_prefix, load, options
 
 
 def parse_pair(raw: str) -> tuple[str, str]:
@@ -79,3 +79,25 @@ def route(
         for owner in owners:
             routed[owner][name] = value
     return routed
+
+
+def check_container(part: str, name: str, args: list[str], env: Mapping[str, str]) -> None:
+    """The part's whole settings as this container would start with them (its args, its literal
+    env, a placeholder for Downward API values): cross-setting rules (``--stale-after`` longer
+    than ``--interval``...) fail here, not in a crash-looping Pod. Values only the Pod can judge
+    (files) are left out."""
+    judged = {}
+    prefix = env_prefix(part)
+    for key, value in env.items():
+        if key.startswith(prefix):
+            try:
+                _option(part, key).spec.parse(value)
+            except OSError:
+                continue
+            except ValueError:
+                pass  # reported by load() below, naming the setting
+        judged[key] = value
+    try:
+        load(docs.settings_class(part), part, args, judged)
+    except SettingsError as exc:
+        raise InjectError(f"{name} ({part}) would not start: {exc}") from None

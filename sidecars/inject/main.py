@@ -14,7 +14,7 @@ from sidecars import __version__
 from sidecars.inject import envs, template
 from sidecars.inject.errors import InjectError
 from sidecars.inject.stream import run
-from sidecars.inject.wiring import Options
+from sidecars.inject.wiring import Options, customise
 
 NATIVE_SINCE = (1, 29)
 # Far above any real manifest stream (a big Helm release is a few MiB); the parse of the whole
@@ -98,7 +98,7 @@ def options(argv: Sequence[str], tpl: template.Template) -> tuple[argparse.Names
         and webhook not in routed.get("config-fetcher", {})
     ):
         raise InjectError(f"--reload webhook needs --env {webhook}=URL")
-    return args, Options(
+    opts = Options(
         parts=[p for p in tpl.part_order if p in parts],
         native=native,
         reload=args.reload,
@@ -107,6 +107,16 @@ def options(argv: Sequence[str], tpl: template.Template) -> tuple[argparse.Names
         app_container=args.app_container,
         version=__version__,
     )
+    for part in opts.parts:
+        for container in [*tpl.init_containers([part]), *tpl.containers([part])]:
+            container = customise(container, part, opts)
+            env = {
+                item["name"]: str(item["value"]) if "value" in item else "downward-api"
+                for item in container.get("env", [])
+            }
+            args_ = [str(a) for a in container.get("args", [])]
+            envs.check_container(part, container["name"], args_, env)
+    return args, opts
 
 
 def read_input(stream: BinaryIO, name: str) -> str:

@@ -16,9 +16,11 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from sidecars import docs
 from sidecars.inject import nginx_conf, workloads
 from sidecars.inject.errors import InjectError
 from sidecars.inject.template import ITEM_COLUMN, Template, shift_comments
+from sidecars.runtime.settings import options
 
 MARKER = "sidecars.inject/status"
 # The app's business, never set by the injector: service links and the service-account token
@@ -89,7 +91,9 @@ def find_app(spec: Any, name: str | None) -> tuple[Any | None, str]:
     return nginx[0], ""
 
 
-def _customise(container: Any, part: str, opts: Options) -> Any:
+def customise(container: Any, part: str, opts: Options) -> Any:
+    """Our container as injected: image prefix, reload method, ``--env`` values."""
+    flags = {opt.env: opt.flag for opt in options(docs.settings_class(part), part)}
     if opts.image_prefix:
         container["image"] = (
             opts.image_prefix.rstrip("/") + "/" + container["image"].rsplit("/", 1)[-1]
@@ -99,6 +103,18 @@ def _customise(container: Any, part: str, opts: Options) -> Any:
         del container["args"][:]
         container["args"].extend(args)
     for name, value in opts.env.get(part, {}).items():
+        flag = flags.get(name)
+        if flag and "args" in container:  # the flag would win over the env var: --env wins
+            args, skip = [], False
+            for arg in container["args"]:
+                if skip:
+                    skip = False
+                elif str(arg) == flag:
+                    skip = True
+                elif not str(arg).startswith(flag + "="):
+                    args.append(arg)
+            del container["args"][:]
+            container["args"].extend(args)
         env = container.setdefault("env", CommentedSeq())
         for item in env:
             if item.get("name") == name:
@@ -129,13 +145,13 @@ def inject(
     parts = [p for p in tpl.part_order if p in opts.parts]
     inits, regular = [], []
     for c in tpl.init_containers(parts):
-        c = _customise(c, tpl.part_of(c["name"]), opts)
+        c = customise(c, tpl.part_of(c["name"]), opts)
         if opts.native or c.get("restartPolicy") != "Always":
             inits.append(c)
         else:  # classic: the native sidecar becomes a regular container
             del c["restartPolicy"]
             regular.append(c)
-    regular += [_customise(c, tpl.part_of(c["name"]), opts) for c in tpl.containers(parts)]
+    regular += [customise(c, tpl.part_of(c["name"]), opts) for c in tpl.containers(parts)]
     for c in [*inits, *regular]:
         shift_comments(c, column - ITEM_COLUMN)
 

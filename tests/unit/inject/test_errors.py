@@ -121,6 +121,24 @@ CASES = {
         ["--env", "NGINX_WORKERS=2"],
         "--env NGINX_WORKERS: not a setting of any part",
     ),
+    "settings that conflict": (
+        DEPLOYMENT,
+        ["--env", "CONFIG_FETCHER_INTERVAL=600"],
+        "config-fetcher (config-fetcher) would not start: --stale-after (300s) must be longer "
+        "than --interval (600s)",
+    ),
+    "injected, then the app renamed": (
+        (CORPUS / "classic.out.yaml").read_text().replace("image: nginx:1.27", "image: httpd:2"),
+        ["--kube-version", "1.25"],
+        "injected before, but now no container runs an nginx image",
+    ),
+    "a marker naming a pod field of the user's": (
+        (CORPUS / "classic.out.yaml")
+        .read_text()
+        .replace('"pod":["shareProcessNamespace"', '"pod":["containers","shareProcessNamespace"'),
+        ["--kube-version", "1.25"],
+        "annotation sidecars.inject/status names pod ['containers', 'shareProcessNamespace', ",
+    ),
     "no NAME=VALUE": (DEPLOYMENT, ["--env", "CONFIG_FETCHER_SOURCE"], "expected NAME=VALUE"),
     "unknown part": (DEPLOYMENT, ["--parts", "log-shipper,tracer"], "--parts 'log-shipper,tracer'"),
     "bad version": (DEPLOYMENT, ["--kube-version", "latest"], "--kube-version 'latest': expected"),

@@ -50,6 +50,8 @@ CASES: dict[str, list[str]] = {
         "CONFIG_FETCHER_SOURCE=https://config.example/site.tar.gz",
         "--env",
         "NGINX_PORT=9080",
+        "--env",
+        "CONFIG_FETCHER_INTERVAL=20",
     ],
 }
 
