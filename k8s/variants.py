@@ -43,6 +43,9 @@ CLASSIC_HEADER = """\
 
 # podman deletes init containers after they succeed unless the Pod carries this annotation.
 PODMAN_KEEP_INIT = "io.podman.annotations.init.container.type"
+# podman 4.3 refuses annotation values longer than a label's 63 characters ("value length
+# exceeds Kubernetetes max 63"); Kubernetes allows 256 KiB for all of them.
+PODMAN_MAX_ANNOTATION = 63
 # podman 4.3 refuses a Downward API fieldRef to the namespace (it has none): it gets a literal.
 PODMAN_NO_FIELDREF = "metadata.namespace"
 
@@ -155,7 +158,10 @@ def podman(
     if spec is None:
         return doc
     meta = doc.setdefault("metadata", {})
-    meta.setdefault("annotations", {})[PODMAN_KEEP_INIT] = "always"
+    annotations = meta.setdefault("annotations", {})
+    for key in [k for k, v in annotations.items() if len(str(v)) > PODMAN_MAX_ANNOTATION]:
+        del annotations[key]  # e.g. sidecars inject's marker: nothing podman acts on
+    annotations[PODMAN_KEEP_INIT] = "always"
     spec["restartPolicy"] = "Never"
     _pod_local_volumes(spec, meta["name"])
     for container in all_containers(spec):

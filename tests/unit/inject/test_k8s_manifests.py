@@ -111,3 +111,13 @@ def test_conf_agrees_with_the_project_nginx_conf_and_the_parts_settings() -> Non
         if m["name"] == "logs"
     }
     assert sidecar_logs == {"/var/log/nginx"}
+
+
+def test_podman_variant_drops_annotations_podman_refuses() -> None:
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {"short": "x", "long": "y" * 64}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
+    (out,) = variants.podman_all([pod])
+    assert out["metadata"]["annotations"] == {"short": "x", variants.PODMAN_KEEP_INIT: "always"}
