@@ -107,7 +107,10 @@ class _Run:
             return None
         mode = "native" if self.opts.native else "classic"
         again = ", replacing an earlier injection" if result.was_injected else ""
-        line = f"{label}: injected {', '.join(result.record['parts'])} ({mode} sidecars{again})"
+        line = (
+            f"{label}: injected {', '.join(result.record['parts'])} ({mode} sidecars{again}), "
+            f"with ConfigMap/{cm['metadata']['name']} before it"
+        )
         self.report.append(line + "".join(f"; warning: {w}" for w in result.warnings))
         return cm
 

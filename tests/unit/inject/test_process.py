@@ -66,7 +66,8 @@ def test_a_normal_run_through_the_console_entry(tmp_path: Path) -> None:
     assert b"name: config-fetcher-init" in out
     assert (
         err == "document 1: Deployment/web: injected config-fetcher, metrics-proxy, "
-        "log-shipper (native sidecars); warning: nginx does not run as UID 101, so the "
+        "log-shipper (native sidecars), with ConfigMap/web-sidecars-nginx before it; "
+        "warning: nginx does not run as UID 101, so the "
         "config-fetcher cannot signal it (set runAsUser, or --reload webhook)\n"
     )
 
