@@ -228,6 +228,7 @@ def template_text(text: str, app: str = TEMPLATE_APP) -> str:
         for mount in container.get("volumeMounts", []):
             if mount["name"] not in entry["volumes"]:
                 entry["volumes"].append(mount["name"])
+    seen: set[int] = set()
     out = {
         "parts": parts,
         "pod": {k: copy.deepcopy(v) for k, v in spec.items() if k not in _POD_LISTS},
@@ -237,8 +238,8 @@ def template_text(text: str, app: str = TEMPLATE_APP) -> str:
                 copy.deepcopy(m) for m in app_container.get("volumeMounts", []) if m["name"] in used
             ]
         },
-        "initContainers": [_moved(c) for c in spec.get("initContainers", [])],
-        "containers": [_moved(c) for c in spec["containers"] if c is not app_container],
+        "initContainers": [_moved(c, seen) for c in spec.get("initContainers", [])],
+        "containers": [_moved(c, seen) for c in spec["containers"] if c is not app_container],
         "volumes": [copy.deepcopy(v) for v in spec.get("volumes", []) if v["name"] in used],
     }
     buf = io.StringIO()
@@ -249,13 +250,33 @@ def template_text(text: str, app: str = TEMPLATE_APP) -> str:
 _POD_LISTS = ("initContainers", "containers", "volumes")
 
 
-def _moved(container: Any) -> Any:
-    """A copy whose comments sit where the template's indentation puts the container."""
+def _moved(container: Any, seen: set[int]) -> Any:
+    """A copy whose comments sit where the template's indentation puts the container. A value
+    shared through a YAML alias (``env: *fetcher-env``) loses, at its second use, the comment
+    lines after its end: they introduce the anchor owner's next key, not this container's."""
     from sidecars.inject.template import ITEM_COLUMN, shift_comments
 
     copied = copy.deepcopy(container)
+    for key, value in container.items():
+        if id(value) in seen:
+            _drop_trailing_comments(copied[key])
+        seen.add(id(value))
     shift_comments(copied, ITEM_COLUMN - container.lc.col)
     return copied
+
+
+def _drop_trailing_comments(node: Any) -> None:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    while isinstance(node, CommentedMap | CommentedSeq) and len(node):
+        last = list(node)[-1] if isinstance(node, CommentedMap) else len(node) - 1
+        entry = node.ca.items.get(last)
+        if entry:
+            node.ca.items[last] = [
+                None if t is not None and getattr(t, "value", "").startswith("\n") else t
+                for t in entry
+            ]
+        node = node[last]
 
 
 def _pair(raw: str, sep: str) -> tuple[str, str]:
