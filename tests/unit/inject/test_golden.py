@@ -106,3 +106,34 @@ def test_inputs_are_schema_valid_too() -> None:
     # The corpus is realistic: what the injector is given would be accepted by the cluster.
     for name, args in CASES.items():
         validate((CORPUS / f"{name}.yaml").read_text(), versions_for(args)[-1:])
+
+
+def test_yaml_11_octals_and_quoting_come_back_as_written() -> None:
+    # kubectl reads YAML 1.1, where 0644 is octal (420); a YAML 1.2 dump would turn it into the
+    # decimal 644 (an invalid mode), and PyYAML would drop the comments.
+    out = (CORPUS / "helm-release.out.yaml").read_text()
+    assert "            defaultMode: 0644\n" in out
+    assert "# Source: web/templates/deployment.yaml\n" in out
+    assert "replicas: 3   # scaled by the HPA below\n" in out
+    assert 'checksum/config: "5f1c0a9e"\n' in out and 'image: "nginx:1.27.2"\n' in out
+    (deployment,) = (d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
+    (conf,) = (v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "conf")
+    assert conf["configMap"]["defaultMode"] == 0o644
+
+
+def test_help_and_the_command_list() -> None:
+    from sidecars.__main__ import _usage
+
+    code, out, _ = inject("", ["--help"])
+    assert code == 0
+    for flag in (
+        "--kube-version",
+        "--parts",
+        "--app-container",
+        "--env",
+        "--reload",
+        "--image-prefix",
+        "-f",
+    ):
+        assert flag in out
+    assert "inject" in _usage()
