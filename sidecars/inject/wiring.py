@@ -122,8 +122,27 @@ def customise(container: Any, part: str, opts: Options) -> Any:
                 item["value"] = value
                 break
         else:
-            env.append(CommentedMap(name=name, value=value))
+            item = CommentedMap(name=name, value=value)
+            trailing = _pop_trailing_comment(env)
+            env.append(item)
+            if trailing is not None:  # it introduces what follows the list: keep it last
+                item.ca.items["value"] = [None, None, trailing, None]
     return container
+
+
+def _pop_trailing_comment(node: Any) -> Any:
+    """Detach the full-line comment after a node's last line (ruamel keeps it on the deepest
+    last value) and return it."""
+    while isinstance(node, CommentedMap | CommentedSeq) and len(node):
+        last = list(node)[-1] if isinstance(node, CommentedMap) else len(node) - 1
+        entry = node.ca.items.get(last)
+        if entry:
+            for i, token in enumerate(entry):
+                if token is not None and getattr(token, "value", "").startswith("\n"):
+                    entry[i] = None
+                    return token
+        node = node[last]
+    return None
 
 
 def _names(items: Any) -> set[str]:
