@@ -196,6 +196,7 @@ TEMPLATE_HEADER = """\
 # but the app container and the volumes only it mounts). Do not edit; regenerate with
 #   python3 k8s/variants.py template k8s/pod.yaml > sidecars/inject/template.yaml
 """
+REPO = Path(__file__).resolve().parents[1]
 # The app container of pod.yaml; everything else in its Pod is sidecar wiring.
 TEMPLATE_APP = "nginx"
 
@@ -206,7 +207,10 @@ def template_text(text: str, app: str = TEMPLATE_APP) -> str:
     ``parts`` maps each part (the image name: .../<part>:<version>) to its containers and the
     volumes they mount; ``app.volumeMounts`` are the app's mounts of those volumes; ``pod`` holds
     the pod-level fields; ``annotations`` the Pod's own annotations."""
-    from ruamel.yaml import YAML
+    try:
+        from ruamel.yaml import YAML
+    except ImportError:
+        raise ValueError("the template needs ruamel.yaml (pip install -e .)") from None
 
     rt = YAML()
     rt.preserve_quotes = True
@@ -254,6 +258,8 @@ def _moved(container: Any, seen: set[int]) -> Any:
     """A copy whose comments sit where the template's indentation puts the container. A value
     shared through a YAML alias (``env: *fetcher-env``) loses, at its second use, the comment
     lines after its end: they introduce the anchor owner's next key, not this container's."""
+    if str(REPO) not in sys.path:  # run as a script: the package beside k8s/
+        sys.path.insert(0, str(REPO))
     from sidecars.inject.template import ITEM_COLUMN, shift_comments
 
     copied = copy.deepcopy(container)
