@@ -139,3 +139,11 @@ def dump(data: Any, *, like: str = "", explicit: bool = True) -> str:
     buf = io.StringIO()
     rt.dump(data, buf)
     return buf.getvalue()
+
+
+def load_one(text: str) -> Any:
+    """One node's round-trip parse (a volume saved as text in the marker annotation)."""
+    try:
+        return _yaml().load(text)
+    except YAMLError as exc:
+        raise InjectError(f"broken YAML: {_problem(exc)}") from None

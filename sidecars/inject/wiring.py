@@ -18,6 +18,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from sidecars import docs
 from sidecars.inject import nginx_conf, workloads
+from sidecars.inject.documents import dump, load_one
 from sidecars.inject.errors import InjectError
 from sidecars.inject.template import ITEM_COLUMN, Template, shift_comments
 from sidecars.runtime.settings import options
@@ -29,6 +30,8 @@ MARKER = "sidecars.inject/status"
 APP_OWNED = {"enableServiceLinks", "automountServiceAccountToken"}
 APP_OWNED_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot"}
 PROMETHEUS = "prometheus.io/"
+# Volume types a conf.d mount may have for our file to be added as one more source.
+PROJECTABLE = ("configMap", "projected")
 # What injection may create (and removal then deletes once empty).
 CREATED = (
     "initContainers",
@@ -145,6 +148,60 @@ def _pop_trailing_comment(node: Any) -> Any:
     return None
 
 
+def _our_config_map(name: str) -> CommentedMap:
+    return CommentedMap(
+        name=name, items=[CommentedMap(key=nginx_conf.CONF_KEY, path=nginx_conf.CONF_KEY)]
+    )
+
+
+def _confd_volume(spec: Any, app: Any) -> Any | None:
+    """The app's ConfigMap or projected volume mounted at conf.d itself (a Helm chart's usual
+    way to ship server blocks), into which our file is projected; None if there is none."""
+    for mount in app.get("volumeMounts") or []:
+        if not isinstance(mount, MutableMapping) or mount.get("subPath"):
+            continue
+        if str(mount.get("mountPath", "")).rstrip("/") != nginx_conf.CONF_DIR:
+            continue
+        for volume in spec.get("volumes") or []:
+            named = isinstance(volume, MutableMapping) and volume.get("name") == mount.get("name")
+            if named and any(isinstance(volume.get(k), MutableMapping) for k in PROJECTABLE):
+                return volume
+    return None
+
+
+def _project_into(volume: Any, config_map: str) -> dict[str, str]:
+    """Add our file to the user's conf.d volume; return what undoes it (for the record)."""
+    ours = CommentedMap(configMap=_our_config_map(config_map))
+    if "projected" in volume:
+        volume["projected"].setdefault("sources", CommentedSeq()).append(ours)
+        return {"volume": volume["name"], "source": config_map}
+    was = dump(volume, explicit=False)  # as written: its comments, `defaultMode: 0644`
+    theirs = volume.pop("configMap")
+    source = CommentedMap((k, v) for k, v in theirs.items() if k != "defaultMode")
+    projected = CommentedMap(sources=CommentedSeq([CommentedMap(configMap=source), ours]))
+    if "defaultMode" in theirs:
+        projected["defaultMode"] = theirs["defaultMode"]
+    volume["projected"] = projected
+    return {"volume": volume["name"], "was": was}
+
+
+def _unproject(spec: Any, confd: Any) -> None:
+    if not confd:
+        return
+    volumes = spec.get("volumes") or []
+    for i, volume in enumerate(volumes):
+        if not isinstance(volume, MutableMapping) or volume.get("name") != confd["volume"]:
+            continue
+        if "was" in confd:
+            volumes[i] = load_one(confd["was"])
+        else:
+            sources = (volume.get("projected") or {}).get("sources") or []
+            for j in reversed(range(len(sources))):
+                cm = sources[j].get("configMap") if isinstance(sources[j], MutableMapping) else None
+                if isinstance(cm, MutableMapping) and cm.get("name") == confd["source"]:
+                    del sources[j]
+
+
 def _names(items: Any) -> set[str]:
     return {i.get("name") for i in items or [] if isinstance(i, MutableMapping)}
 
@@ -181,16 +238,10 @@ def inject(
                 f"container {c['name']!r} already exists: sidecars inject adds its own; "
                 "rename yours"
             )
+    confd = _confd_volume(spec, app)
     volumes = tpl.volumes(parts)
-    volumes.append(
-        CommentedMap(
-            name=nginx_conf.VOLUME,
-            configMap=CommentedMap(
-                name=config_map,
-                items=[CommentedMap(key=nginx_conf.CONF_KEY, path=nginx_conf.CONF_KEY)],
-            ),
-        )
-    )
+    if confd is None:
+        volumes.append(CommentedMap(name=nginx_conf.VOLUME, configMap=_our_config_map(config_map)))
     for v in volumes:
         if v["name"] in _names(spec.get("volumes")):
             raise InjectError(
@@ -200,27 +251,34 @@ def inject(
     for m in mounts:
         if m["name"] == nginx_conf.LOGS_VOLUME:
             m["mountPath"] = nginx_conf.LOGS_IN_APP
-    mounts.append(
-        CommentedMap(
-            name=nginx_conf.VOLUME,
-            mountPath=f"{nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY}",
-            subPath=nginx_conf.CONF_KEY,
-            readOnly=True,
+    if confd is None:
+        mounts.append(
+            CommentedMap(
+                name=nginx_conf.VOLUME,
+                mountPath=f"{nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY}",
+                subPath=nginx_conf.CONF_KEY,
+                readOnly=True,
+            )
         )
-    )
     app_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
     for path in app_paths:
-        if isinstance(path, str) and path.rstrip("/") in (
-            "/etc/nginx/conf.d",
-            "/etc/nginx",
-            "/etc",
+        if (
+            confd is None
+            and isinstance(path, str)
+            and path.rstrip("/")
+            in (
+                "/etc/nginx/conf.d",
+                "/etc/nginx",
+                "/etc",
+            )
         ):
-            # A volume there is read-only (ConfigMap) or the user's: the runtime cannot create
-            # our file's mount point inside it.
+            # Not a ConfigMap/projected volume over conf.d itself (that one gets our file as
+            # one more source): the runtime cannot create our file's mount point inside it.
             raise InjectError(
                 f"container {app.get('name')!r} mounts a volume at {path}: sidecars inject "
-                f"cannot add {nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY} inside it; mount your "
-                "files there one by one (subPath) instead"
+                f"cannot add {nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY} inside it; mount a "
+                f"ConfigMap or projected volume at {nginx_conf.CONF_DIR}, or your files one by "
+                "one (subPath)"
             )
     for m in mounts:
         if m["mountPath"] in app_paths:
@@ -286,6 +344,8 @@ def inject(
             annotations[key] = value
             set_annotations.append(key)
     record["annotations"] = set_annotations
+    if confd is not None:
+        record["confd"] = _project_into(confd, config_map)
     record["created"] = created
     annotations[MARKER] = json.dumps(record, sort_keys=True, separators=(",", ":"))
 
@@ -348,6 +408,21 @@ def record_of(holder: Any, tpl: Template) -> dict[str, Any] | None:
                 f"annotation {MARKER} names {key} {names!r}, not all added by sidecars inject; "
                 "remove the annotation or restore it"
             )
+    confd = record.get("confd")
+    if confd is not None:
+        volume = confd.get("volume") if isinstance(confd, dict) else None
+        names = _names(holder["spec"].get("volumes"))
+        ok = isinstance(volume, str) and volume in names
+        if ok and "was" in confd:
+            try:
+                restored = load_one(str(confd["was"]))
+            except InjectError:
+                restored = None
+            ok = isinstance(restored, MutableMapping) and restored.get("name") == volume
+        elif ok:
+            ok = isinstance(confd.get("source"), str)
+        if not ok:
+            raise InjectError(f"annotation {MARKER} names a conf.d volume it cannot restore")
     return record
 
 
@@ -368,6 +443,7 @@ def uninject(holder: Any, tpl: Template) -> dict[str, Any] | None:
     _drop(spec.get("initContainers"), record.get("initContainers", []))
     _drop(spec.get("containers"), record.get("containers", []))
     _drop(spec.get("volumes"), record.get("volumes", []))
+    _unproject(spec, record.get("confd"))
     for app in spec.get("containers") or []:
         if isinstance(app, MutableMapping) and app.get("name") == record.get("app"):
             _drop(app.get("volumeMounts"), record.get("appMounts", []), key="mountPath")

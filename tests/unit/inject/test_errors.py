@@ -139,6 +139,13 @@ CASES = {
         ["--kube-version", "1.25"],
         "annotation sidecars.inject/status names pod ['containers', 'shareProcessNamespace', ",
     ),
+    "a marker naming a conf.d volume that is not there": (
+        (CORPUS / "confd.out.yaml").read_text().replace(
+            '\\"volume\\":\\"server-blocks\\"', '\\"volume\\":\\"nope\\"'
+        ),
+        [],
+        "annotation sidecars.inject/status names a conf.d volume it cannot restore",
+    ),
     "no NAME=VALUE": (DEPLOYMENT, ["--env", "CONFIG_FETCHER_SOURCE"], "expected NAME=VALUE"),
     "unknown part": (DEPLOYMENT, ["--parts", "log-shipper,tracer"], "--parts 'log-shipper,tracer'"),
     "bad version": (DEPLOYMENT, ["--kube-version", "latest"], "--kube-version 'latest': expected"),

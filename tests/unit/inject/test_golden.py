@@ -5,6 +5,7 @@ Every output is also idempotent and valid against the Kubernetes schema of its v
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -28,6 +29,7 @@ CASES: dict[str, list[str]] = {
     "kinds": [],
     "cronjob": [],
     "list": [],
+    "confd": [],
     "classic": ["--kube-version", "1.25"],
     "parts-env": [
         "--app-container",
@@ -137,3 +139,29 @@ def test_help_and_the_command_list() -> None:
     ):
         assert flag in out
     assert "inject" in _usage()
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "list"])
+def test_removing_what_the_marker_names_gives_back_the_input(name: str) -> None:
+    from sidecars.inject import template
+    from sidecars.inject.documents import split
+    from sidecars.inject.stream import CONFIG_MAP_MARKER
+    from sidecars.inject.wiring import uninject
+    from sidecars.inject.workloads import WORKLOADS, pod_template
+
+    def plain(data: object) -> object:
+        return json.loads(json.dumps(data))
+
+    tpl = template.packaged()
+    out = [
+        d.data
+        for d in split((CORPUS / f"{name}.out.yaml").read_text())
+        if d.data is not None
+        and CONFIG_MAP_MARKER not in ((d.data.get("metadata") or {}).get("annotations") or {})
+    ]
+    given = [d.data for d in split((CORPUS / f"{name}.yaml").read_text()) if d.data is not None]
+    assert len(out) == len(given)
+    for after, before in zip(out, given, strict=True):
+        if after["kind"] in WORKLOADS and (holder := pod_template(after)) is not None:
+            uninject(holder, tpl)
+        assert plain(after) == plain(before)
