@@ -140,9 +140,9 @@ CASES = {
         "annotation sidecars.inject/status names pod ['containers', 'shareProcessNamespace', ",
     ),
     "a marker naming a conf.d volume that is not there": (
-        (CORPUS / "confd.out.yaml").read_text().replace(
-            '\\"volume\\":\\"server-blocks\\"', '\\"volume\\":\\"nope\\"'
-        ),
+        (CORPUS / "confd.out.yaml")
+        .read_text()
+        .replace('\\"volume\\":\\"server-blocks\\"', '\\"volume\\":\\"nope\\"'),
         [],
         "annotation sidecars.inject/status names a conf.d volume it cannot restore",
     ),

@@ -21,7 +21,7 @@ OURS = {n for p in TPL.part_order for n in TPL.containers_of(p)}
 OUR_VOLUMES = TPL.volumes_for(TPL.part_order) | {"sidecars-nginx-conf"}
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True).filter(
-    lambda n: n not in OURS and n not in OUR_VOLUMES
+    lambda n: n not in OURS and n not in OUR_VOLUMES and n != "chart-conf"
 )
 values = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=20)
 
@@ -47,6 +47,14 @@ def deployments(draw: st.DrawFn) -> dict:
         spec["initContainers"] = [{"name": n, "image": "busybox"} for n in init_names]
     if volume_names:
         spec["volumes"] = [{"name": n, "emptyDir": {}} for n in volume_names]
+    if draw(st.booleans()):  # the chart's server blocks as a ConfigMap over conf.d
+        conf = {"name": "chart-conf", "configMap": {"name": "chart"}}
+        if draw(st.booleans()):
+            conf["configMap"]["defaultMode"] = 0o644
+        spec.setdefault("volumes", []).append(conf)
+        nginx.setdefault("volumeMounts", []).append(
+            {"name": "chart-conf", "mountPath": "/etc/nginx/conf.d"}
+        )
     if draw(st.booleans()):
         spec["terminationGracePeriodSeconds"] = draw(st.integers(0, 600))
     if draw(st.booleans()):
@@ -94,9 +102,14 @@ def test_nothing_lost_exactly_undone_and_idempotent(doc: dict, version: str) -> 
                 assert mounts[: len(c.get("volumeMounts", []))] == c.get("volumeMounts", [])
             else:
                 assert got[c["name"]] == c
-    assert after["spec"]["volumes"][: len(before["spec"].get("volumes", []))] == before["spec"].get(
-        "volumes", []
-    )
+    kept = {v["name"]: v for v in after["spec"]["volumes"]}
+    for volume in before["spec"].get("volumes", []):
+        if volume["name"] == "chart-conf":  # now projected: the chart's ConfigMap, then ours
+            projected = kept["chart-conf"]["projected"]
+            assert projected["sources"][0] == {"configMap": {"name": "chart"}}
+            assert projected.get("defaultMode") == volume["configMap"].get("defaultMode")
+        else:
+            assert kept[volume["name"]] == volume
     for key, value in before["metadata"].get("annotations", {}).items():
         assert after["metadata"]["annotations"][key] == value
     if "terminationGracePeriodSeconds" in before["spec"]:
