@@ -138,15 +138,20 @@ def test_official_layout_with_the_injected_conf(official: dict) -> None:
     assert len((root / "var/log/nginx/access.log").read_text().splitlines()) == 2
 
 
+def _children(pid: int) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+        except OSError:  # exited meanwhile
+            continue
+        if stat and stat.rsplit(") ", 1)[1].split()[1] == str(pid):
+            found.append(entry)
+    return found
+
+
 def test_the_master_has_the_title_the_fetcher_looks_for(official: dict) -> None:
     pid = int((official["root"] / "var/run/nginx.pid").read_text())
     assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(MASTER)
-    children = [
-        p
-        for p in os.listdir("/proc")
-        if p.isdigit()
-        and Path(f"/proc/{p}/stat").read_text().split(") ", 1)[1].split()[1] == str(pid)
-    ]
-    assert children and all(
-        not Path(f"/proc/{c}/cmdline").read_bytes().startswith(MASTER) for c in children
-    )
+    children = wait_until(lambda: _children(pid), timeout=10, what="nginx's worker")
+    assert all(not Path(f"/proc/{c}/cmdline").read_bytes().startswith(MASTER) for c in children)
