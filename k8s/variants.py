@@ -7,7 +7,9 @@
   podman   classic, plus what `podman kube play` needs: restartPolicy Never (it restarts init
            containers forever otherwise), init containers kept for their logs, images only from
            local storage, emptyDirs named per Pod (podman makes each a named volume, shared by
-           every pod using that name), Services dropped, and optional hostPorts / env / name.
+           every pod using that name), Secret volumes dropped with their mounts (4.3 cannot play
+           them; the manifest's is optional, so the Pod is the same as without the Secret),
+           Services dropped, and optional hostPorts / env / name.
 
   template what `sidecars inject` adds to a workload: everything in pod.yaml that is not the app
            container (nginx) or a volume only it mounts. Committed as
@@ -40,6 +42,19 @@ CLASSIC_HEADER = """\
 # its native sidecars run as regular containers. Do not edit; regenerate with
 #   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
 """
+
+# Classic Pods stop every container at once: each sidecar's preStop waits (at most this long)
+# until nginx has exited, so the sidecars, above all the log-shipper reading what nginx writes
+# while it stops, get SIGTERM after nginx. pod.yaml's terminationGracePeriodSeconds counts it.
+NGINX_EXIT_WAIT_S = 15
+PRESTOP_WAIT_FOR_NGINX = {
+    "exec": {
+        "command": [
+            "python", "-m", "sidecars.runtime.nginx_exit", "--wait",
+            f"--timeout={NGINX_EXIT_WAIT_S}",
+        ]
+    }
+}  # fmt: skip
 
 # podman deletes init containers after they succeed unless the Pod carries this annotation.
 PODMAN_KEEP_INIT = "io.podman.annotations.init.container.type"
@@ -79,7 +94,9 @@ def all_containers(spec: Mapping[str, Any]) -> list[Doc]:
 
 
 def classic(doc: Doc) -> Doc:
-    """Native sidecars become regular containers, placed before the app containers."""
+    """Native sidecars become regular containers, placed before the app containers, each with
+    a preStop that waits for nginx to exit (native sidecars are stopped after the app; regular
+    containers all at once)."""
     doc = copy.deepcopy(doc)
     spec = pod_spec(doc)
     if spec is None:
@@ -88,6 +105,8 @@ def classic(doc: Doc) -> Doc:
     for container in spec.get("initContainers", []):
         if container.get("restartPolicy") == "Always":
             container = {k: v for k, v in container.items() if k != "restartPolicy"}
+            lifecycle = container.setdefault("lifecycle", {})
+            lifecycle.setdefault("preStop", copy.deepcopy(PRESTOP_WAIT_FOR_NGINX))
             sidecars.append(container)
         else:
             inits.append(container)
@@ -117,6 +136,21 @@ def _pod_local_volumes(spec: Doc, pod: str) -> None:
     for container in all_containers(spec):
         for mount in container.get("volumeMounts", []):
             mount["name"] = renamed.get(mount["name"], mount["name"])
+
+
+def _drop_secret_volumes(spec: Doc) -> None:
+    """podman kube play 4.3 plays hostPath, emptyDir and persistentVolumeClaim volumes only.
+    A `secret` volume goes, with its mounts: the manifest marks it optional, so this is the Pod
+    a cluster runs when the Secret does not exist."""
+    dropped = {v["name"] for v in spec.get("volumes", []) if "secret" in v}
+    if not dropped:
+        return
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] not in dropped]
+    for container in all_containers(spec):
+        if "volumeMounts" in container:
+            container["volumeMounts"] = [
+                m for m in container["volumeMounts"] if m["name"] not in dropped
+            ]
 
 
 def _set_env(container: Doc, overrides: Mapping[str, str]) -> set[str]:
@@ -163,6 +197,7 @@ def podman(
         del annotations[key]  # e.g. sidecars inject's marker: nothing podman acts on
     annotations[PODMAN_KEEP_INIT] = "always"
     spec["restartPolicy"] = "Never"
+    _drop_secret_volumes(spec)
     _pod_local_volumes(spec, meta["name"])
     for container in all_containers(spec):
         container["imagePullPolicy"] = "Never"

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecars.config_fetcher.bundle import Bundle, top_level_names
-from sidecars.config_fetcher.errors import PublishError
+from sidecars.config_fetcher.errors import PublishError, publish_error
 
 DATA = "..data"
 MANIFEST = "..sidecars.json"
@@ -78,6 +78,9 @@ class Publisher:
     def __init__(self, dest: Path, keep_versions: int = 2) -> None:
         self.dest = dest
         self.keep_versions = keep_versions
+        # Versions garbage collection never removes, whatever --keep-versions says: the one
+        # nginx serves (the rollback target while a new version is being verified).
+        self.pinned: set[str] = set()
 
     def prepare(self) -> None:
         """Create ``dest`` if needed, check it is writable, clear leftovers of a crashed run."""
@@ -100,6 +103,64 @@ class Publisher:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def swapped_at(self) -> float | None:
+        """When ``..data`` last changed (the symlink's own mtime: each swap creates it anew)."""
+        try:
+            return os.lstat(self.dest / DATA).st_mtime
+        except OSError:
+            return None
+
+    def repair(self) -> list[str]:
+        """Make the top-level links agree with ``..data`` (a crash between the swap and the
+        links leaves new names missing and removed ones dangling). Returns what it changed."""
+        version = self._data_target()
+        if version is None:
+            return []
+        return self._link_names(self._version_names(version))
+
+    def switch_to(self, version: str) -> None:
+        """Point ``..data`` back at an earlier, complete version (a rollback), links included."""
+        if not (self.dest / version / MANIFEST).is_file():
+            raise PublishError(f"cannot switch {self.dest}/{DATA} to {version}: it is not on disk")
+        try:
+            _replace_symlink(self.dest / DATA, version)
+            self._link_names(self._version_names(version))
+            _fsync_dir(self.dest)
+        except OSError as exc:
+            raise PublishError(f"switching {self.dest}/{DATA} to {version}: {exc}") from None
+
+    def _data_target(self) -> str | None:
+        try:
+            return os.readlink(self.dest / DATA)
+        except OSError:
+            return None
+
+    def _version_names(self, version: str) -> set[str]:
+        try:
+            return {c.name for c in (self.dest / version).iterdir() if not c.name.startswith("..")}
+        except OSError:
+            return set()
+
+    def _link_names(self, names: set[str]) -> list[str]:
+        """Create the missing ``NAME -> ..data/NAME`` links and remove ours that name nothing in
+        ``names``; never touches a path we did not create."""
+        changed = []
+        for name in sorted(names):
+            link = self.dest / name
+            if not link.is_symlink() and not link.exists():
+                _replace_symlink(link, f"{DATA}/{name}")
+                changed.append(f"linked {name}")
+        for child in sorted(self.dest.iterdir()):
+            if (
+                child.name not in names
+                and not child.name.startswith("..")
+                and child.is_symlink()
+                and os.readlink(child) == f"{DATA}/{child.name}"
+            ):
+                child.unlink()
+                changed.append(f"unlinked {child.name}")
+        return changed
+
     def publish(self, bundle: Bundle, digest: str, meta: dict[str, object]) -> Published:
         self._check_foreign(bundle)
         now_ns = time.time_ns()
@@ -115,14 +176,14 @@ class Publisher:
             os.rename(tmp, self.dest / version)
         except OSError as exc:
             self._remove(tmp)
-            raise PublishError(f"writing {self.dest}: {exc}") from None
+            raise publish_error(f"writing {self.dest}", exc) from None
         try:
             # The single atomic step: after this rename readers see the new version.
             _replace_symlink(self.dest / DATA, version)
             self._sync_top_level(top_level_names(bundle))
             _fsync_dir(self.dest)
         except OSError as exc:
-            raise PublishError(f"switching {self.dest}/{DATA} to {version}: {exc}") from None
+            raise publish_error(f"switching {self.dest}/{DATA} to {version}", exc) from None
         self._collect_garbage(keep={version})
         return Published(version=version, digest=digest)
 
@@ -134,22 +195,41 @@ class Publisher:
                 continue
             if path.exists() or path.is_symlink():
                 raise PublishError(
-                    f"{path} exists and was not published by config-fetcher; refusing to replace it"
+                    f"{path} exists and was not published by config-fetcher; "
+                    "refusing to replace it",
+                    transient=False,  # the same on every attempt
                 )
 
     @staticmethod
     def _write_tree(root: Path, bundle: Bundle) -> None:
-        for path in sorted(bundle):  # parents sort before their children
+        """Write every entry below ``root`` (a fresh temp dir), any depth. Parents are made
+        before their children whether or not the bundle lists them (a bundle from members.py
+        always does), then every directory is fsynced, deepest first, so the rename that
+        follows publishes a tree that is on disk whole."""
+        dirs: set[str] = set()
+        # Sorting by components puts every parent before its children ("a/b" < "a-b" as text
+        # but the tuple ("a", "b") sorts after ("a",) as it should).
+        for path in sorted(bundle, key=lambda p: p.split("/")):
             entry = bundle[path]
+            parts = path.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent not in dirs:
+                    # Only a file or symlink of the bundle can be there already: EEXIST, so
+                    # nothing is ever written through a link.
+                    (root / parent).mkdir(mode=0o755)
+                    dirs.add(parent)
             target = root / path
             if entry.kind == "dir":
-                target.mkdir(mode=0o755, exist_ok=True)
+                if path not in dirs:
+                    target.mkdir(mode=0o755)
+                    dirs.add(path)
                 os.chmod(target, entry.mode)
             elif entry.kind == "symlink":
                 os.symlink(entry.target, target)
             else:
                 _write_file(target, entry.data, entry.mode)
-        for path in sorted((p for p, e in bundle.items() if e.kind == "dir"), reverse=True):
+        for path in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
             _fsync_dir(root / path)
 
     def _sync_top_level(self, names: set[str]) -> None:
@@ -176,7 +256,7 @@ class Publisher:
             and c.is_dir()
             and not c.is_symlink()
         )
-        old = [v for v in versions if v not in keep]
+        old = [v for v in versions if v not in keep and v not in self.pinned]
         for name in old[: max(0, len(old) - self.keep_versions)]:
             self._remove(self.dest / name)
 

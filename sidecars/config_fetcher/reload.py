@@ -1,7 +1,7 @@
 """Telling nginx about a new version: SIGHUP to its master (pid file on a shared volume, with
-``shareProcessNamespace: true``; without the pid file, the master found in /proc, as for an
-unchanged nginx image whose pid file is its own) or a POST to a webhook; bursts debounced into
-one reload."""
+``shareProcessNamespace: true``; without the pid file, the master found by its title in /proc,
+as for an unchanged nginx image whose pid file is its own) or a POST to a webhook; bursts
+debounced into one reload; then watching nginx take it or refuse it (reload_check.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from sidecars.config_fetcher import reload_check
+from sidecars.runtime import nginx_proc
 from sidecars.runtime.logs import kv
 
 log = logging.getLogger("sidecars.config_fetcher.reload")
@@ -38,39 +42,28 @@ def read_pid(pidfile: Path) -> int:
     return int(text)
 
 
-MASTER = b"nginx: master process"
-
-
-def find_master(proc: Path = Path("/proc")) -> int:
-    """The one nginx master visible in the (shared) PID namespace, by its process title."""
-    masters = []
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "cmdline").read_bytes().startswith(MASTER):
-                    masters.append(int(entry.name))
-            except OSError:  # gone meanwhile, or not ours to read
-                continue
-    if not masters:
+def master_by_title(proc: Path = Path("/proc")) -> int:
+    """The one nginx master visible in the shared PID namespace, by its process title."""
+    found = nginx_proc.masters(proc)
+    if not found:
         raise ReloadError(
             f"no nginx master in {proc} (nginx not running, or is shareProcessNamespace unset?)",
             "no_target",
         )
-    if len(masters) > 1:
-        raise ReloadError(f"several nginx masters ({sorted(masters)}); not guessing", "error")
-    return masters[0]
+    if len(found) > 1:
+        raise ReloadError(f"several nginx masters ({found}); not guessing", "error")
+    return found[0]
 
 
-def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
-    """SIGHUP the pid in ``pidfile``, but only if it still is an nginx process: a stale pid file
-    must not make us signal whatever process reused that pid. No pid file: the nginx master
-    found in ``proc``."""
+def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
+    """The pid in ``pidfile``, but only if it still is an nginx process: a stale pid file must
+    not make us signal whatever process reused that pid. No pid file: the master by its title."""
     try:
         pid = read_pid(pidfile)
     except ReloadError as exc:
         if exc.result != "no_target":
             raise
-        pid = find_master(proc)
+        return master_by_title(proc)
     try:
         cmdline = (proc / str(pid) / "cmdline").read_bytes()
     except FileNotFoundError:
@@ -83,6 +76,38 @@ def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
         raise ReloadError(f"cannot inspect pid {pid}: {exc}", "error") from None
     if b"nginx" not in cmdline:
         raise ReloadError(f"pid {pid} from {pidfile} is not nginx; not signalling it", "error")
+    return pid
+
+
+def nginx_started_at(pidfile: Path, proc: Path = Path("/proc")) -> float | None:
+    """When the running nginx master started (its pid file is written once it has loaded its
+    config), or None when no nginx runs."""
+    try:
+        pid = find_master(pidfile, proc)
+    except ReloadError:
+        return None
+    try:
+        return pidfile.stat().st_mtime
+    except OSError:  # no pid file of ours: when the master process started
+        return _started(pid, proc)
+
+
+def _started(pid: int, proc: Path) -> float | None:
+    try:
+        ticks = int((proc / str(pid) / "stat").read_text().rsplit(") ", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in (proc / "stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
+    """SIGHUP the nginx master named by ``pidfile`` (see find_master)."""
+    pid = find_master(pidfile, proc)
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
@@ -103,6 +128,99 @@ async def post_webhook(url: str, timeout_s: float) -> int:
             return response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ReloadError(f"POST {url}: {type(exc).__name__}: {exc}", "error") from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # metric label: ok, rejected, no_target, error
+    method: str  # signal, webhook
+    detail: str  # nginx's own error line when rejected; what was seen otherwise
+    verified: bool = False  # nginx was seen to take it (not merely signalled)
+    pid: int | None = None
+
+
+_POLL = 0.05
+_CHUNK = 64 * 1024  # error-log bytes read per poll: the memory a log flood can cost
+
+
+async def reload_verified(
+    *,
+    pidfile: Path | None,
+    webhook: str | None,
+    error_log: Path | None,
+    http_timeout: float,
+    verify_timeout: float,
+    max_log_bytes: int = 8 * 1024**2,
+    proc: Path = Path("/proc"),
+) -> Outcome:
+    """Signal (and/or POST) nginx, then wait up to ``verify_timeout`` for its verdict: new
+    workers replacing the old ones (accepted) or an ``[emerg]`` line from its master in the
+    error log since the signal (rejected). With the master's pid unknown (webhook only) the
+    error log alone decides; with neither, the reload is only sent (``verified`` False)."""
+    method = "signal" if pidfile is not None else "webhook"
+    master = None
+    if pidfile is not None:
+        try:
+            master = await asyncio.to_thread(find_master, pidfile, proc)
+        except ReloadError as exc:
+            return Outcome(exc.result, method, exc.reason)
+    before = await asyncio.to_thread(reload_check.workers, master, proc) if master else {}
+    mark = await asyncio.to_thread(reload_check.mark_log, error_log)
+    try:
+        if master is not None:
+            try:
+                os.kill(master, signal.SIGHUP)
+            except OSError as exc:
+                raise ReloadError(
+                    f"cannot signal nginx pid {master}: {exc.strerror}", "error"
+                ) from None
+        if webhook is not None:
+            await post_webhook(webhook, http_timeout)
+    except ReloadError as exc:
+        return Outcome(exc.result, method, exc.reason, pid=master)
+    if master is None and mark is None:
+        return Outcome("ok", method, "sent (no pid and no error log to verify it)")
+    scan = reload_check.LogScan(master)
+    budget = max_log_bytes
+    deadline = time.monotonic() + verify_timeout
+
+    def look() -> Outcome | None:
+        nonlocal mark, budget
+        # Workers first, log second: nginx logs a rejection before it would fork new workers.
+        now = reload_check.workers(master, proc) if master else {}
+        if master is not None and not (proc / str(master)).exists():
+            return Outcome("no_target", method, f"nginx master {master} exited", pid=master)
+        while mark is not None and budget > 0:
+            data, mark = reload_check.read_appended(mark, min(_CHUNK, budget))
+            if not data:
+                break
+            budget -= len(data)
+            scan.feed(data)
+        if scan.rejections:
+            return Outcome("rejected", method, scan.rejections[0], verified=True, pid=master)
+        if master is not None and reload_check.replaced(before, now):
+            new = sorted(set(now) - set(before))
+            return Outcome("ok", method, f"new workers {new}", verified=True, pid=master)
+        if master is None and scan.started_workers:
+            return Outcome("ok", method, "nginx started new workers", verified=True)
+        return None
+
+    while True:
+        outcome = await asyncio.to_thread(look)
+        if outcome is not None:
+            return outcome
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(_POLL)
+    if master is not None:
+        return Outcome(
+            "rejected",
+            method,
+            f"no new worker processes within {verify_timeout:g}s of the signal",
+            verified=True,
+            pid=master,
+        )
+    return Outcome("ok", method, f"no [emerg] in the error log within {verify_timeout:g}s")
 
 
 class Debouncer:

@@ -34,6 +34,10 @@ def parse_ca_file(raw: str) -> Path:
     return Path(raw)
 
 
+def parse_optional_path(raw: str) -> Path | None:
+    return None if raw.strip().lower() in ("off", "") else Path(raw)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings(CommonSettings):
     """Fetch nginx config/content, verify it and publish it atomically into a shared volume.
@@ -74,15 +78,23 @@ class Settings(CommonSettings):
         parse=parse_hex_sha256,
         metavar="HEX",
     )
+    # Sized for the manifests' 128Mi limit: a bundle is held in memory while it is verified
+    # (the fetched bytes, the unpacked files, and with --env-subst a second copy of the text
+    # files), measured at about 40 MiB + 2.8 x its unpacked size for text with --env-subst,
+    # 2.1 x for binary (bench/config_fetcher/RESULTS.md, "Peak RSS against bundle size").
     max_bytes: int = setting(
-        64 * 1024**2,
-        help="largest source accepted, in bytes (e.g. 64MiB)",
+        16 * 1024**2,
+        help="largest source accepted, in bytes (e.g. 16MiB): what an HTTP body or local file may "
+        "be, or a directory's files together. 16 MiB keeps the largest accepted bundle at about "
+        "85 MiB peak RSS, within the manifests' 128Mi limit; raise the limit with it",
         parse=parse_positive_size,
         metavar="SIZE",
     )
     max_unpacked_bytes: int = setting(
-        256 * 1024**2,
-        help="largest total size an archive may unpack to",
+        16 * 1024**2,
+        help="largest an archive may unpack to (its tar stream: files, headers, padding), checked "
+        "from each member's header before its data is read. Peak RSS is about 40 MiB + 3 x this "
+        "(measured); 16 MiB fits the manifests' 128Mi limit with room",
         parse=parse_positive_size,
         metavar="SIZE",
     )
@@ -100,7 +112,15 @@ class Settings(CommonSettings):
     )
     stale_after: float = setting(
         300.0,
-        help="--watch: /healthz fails when no check succeeded for this many seconds",
+        help="--watch: config_fetcher_stale turns 1 when no check succeeded for this many seconds "
+        "(an alert: the origin may be down; liveness does not depend on it)",
+        parse=parse_positive_duration,
+        metavar="SECONDS",
+    )
+    stuck_after: float = setting(
+        300.0,
+        help="--watch: /healthz fails when one attempt of the fetcher's own loop (fetch, "
+        "publish, reload check; successful or not) has not finished for this many seconds",
         parse=parse_positive_duration,
         metavar="SECONDS",
     )
@@ -150,6 +170,20 @@ class Settings(CommonSettings):
     reload_webhook: str | None = setting(
         None, help="--watch: POST to this URL after a change", parse=parse_http_url, metavar="URL"
     )
+    nginx_error_log: Path | None = setting(
+        Path("/var/log/nginx/error.log"),
+        help="--watch: nginx's error log; what it appends after a reload is read (bounded) for "
+        "the [emerg] of a rejected config; 'off' to rely on the worker check alone",
+        parse=parse_optional_path,
+        metavar="PATH",
+    )
+    reload_timeout: float = setting(
+        10.0,
+        help="--watch: how long nginx has to show it took a reload (new workers, no [emerg]) "
+        "before the version counts as rejected and is rolled back",
+        parse=parse_positive_duration,
+        metavar="SECONDS",
+    )
     reload_debounce: float = setting(
         1.0,
         help="--watch: a burst of changes within this many seconds gives one reload",
@@ -189,10 +223,22 @@ class Settings(CommonSettings):
         if self.watch and self.stale_after <= self.interval:
             raise ValueError(
                 f"--stale-after ({self.stale_after:g}s) must be longer than --interval "
-                f"({self.interval:g}s), or /healthz would fail between two checks"
+                f"({self.interval:g}s), or the fetcher would look stale between two checks"
+            )
+        # One attempt: a fetch (--timeout), waiting out a reload being verified (a webhook's
+        # --timeout plus --reload-timeout); the sleep between attempts marks progress every second.
+        longest = 2 * self.timeout + self.reload_timeout + 1
+        if self.watch and self.stuck_after <= longest:
+            raise ValueError(
+                f"--stuck-after ({self.stuck_after:g}s) must be longer than 2 x --timeout + "
+                f"--reload-timeout + 1 ({longest:g}s), or /healthz would fail during a slow but "
+                "healthy attempt"
             )
         if is_url(self.source):
-            parse_http_url(self.source)
+            try:
+                parse_http_url(self.source)
+            except ValueError as exc:
+                raise ValueError(f"--source (CONFIG_FETCHER_SOURCE): {exc}") from None
         elif "://" in self.source:
             raise ValueError(f"--source {self.source!r}: only http://, https:// and local paths")
         else:

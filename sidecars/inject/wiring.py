@@ -311,9 +311,7 @@ def inject(
     for key, value in tpl.pod.items():
         if key in APP_OWNED:
             continue
-        if key == "shareProcessNamespace" and not (
-            opts.reload == "signal" and "config-fetcher" in parts
-        ):
+        if key == "shareProcessNamespace" and not _signals_nginx(parts, opts):
             continue
         if key == "securityContext":
             ours = _map(spec, key, created, "securityContext")
@@ -350,9 +348,15 @@ def inject(
     annotations[MARKER] = json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     result = Result(record, was_injected=was is not None)
-    if opts.reload == "signal" and "config-fetcher" in parts:
+    if _signals_nginx(parts, opts):
         result.warnings += _signal_warning(spec, app, tpl)
     return result
+
+
+def _signals_nginx(parts: list[str], opts: Options) -> bool:
+    """Whether a part signals the nginx master (so needs the shared PID namespace): the
+    config-fetcher's SIGHUP reload, the log-shipper's USR1 after it rotates the logs."""
+    return "log-shipper" in parts or (opts.reload == "signal" and "config-fetcher" in parts)
 
 
 def _signal_warning(spec: Any, app: Any, tpl: Template) -> list[str]:
@@ -365,8 +369,8 @@ def _signal_warning(spec: Any, app: Any, tpl: Template) -> list[str]:
         app_uid = (spec.get("securityContext") or {}).get("runAsUser")
     if uid is not None and app_uid != uid:
         return [
-            f"nginx does not run as UID {uid}, so the config-fetcher cannot signal it (set "
-            "runAsUser, or --reload webhook)"
+            f"nginx does not run as UID {uid}, so the sidecars cannot signal it (reload, log "
+            "reopening after rotation): set its runAsUser"
         ]
     return []
 

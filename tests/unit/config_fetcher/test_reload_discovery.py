@@ -3,13 +3,19 @@ nginx master by its process title in the shared PID namespace."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from sidecars.config_fetcher.reload import ReloadError, find_master, signal_pidfile
+from sidecars.config_fetcher.reload import (
+    ReloadError,
+    master_by_title,
+    nginx_started_at,
+    signal_pidfile,
+)
 
 
 def fake_proc(root: Path, processes: dict[int, bytes]) -> Path:
@@ -40,10 +46,10 @@ def test_signals_the_master_found_by_title_when_there_is_no_pid_file(tmp_path: P
 
 def test_no_master_and_several_masters_are_reported(tmp_path: Path) -> None:
     with pytest.raises(ReloadError, match="no nginx master") as info:
-        find_master(fake_proc(tmp_path / "a", {7: b"nginx: worker process\0"}))
+        master_by_title(fake_proc(tmp_path / "a", {7: b"nginx: worker process\0"}))
     assert info.value.result == "no_target"
     with pytest.raises(ReloadError, match="several nginx masters"):
-        find_master(
+        master_by_title(
             fake_proc(
                 tmp_path / "b", {7: b"nginx: master process\0", 9: b"nginx: master process\0"}
             )
@@ -56,3 +62,13 @@ def test_a_bad_pid_file_is_not_bypassed(tmp_path: Path) -> None:
     proc = fake_proc(tmp_path / "proc", {7: b"nginx: master process\0"})
     with pytest.raises(ReloadError, match="not a pid"):
         signal_pidfile(tmp_path / "n.pid", proc=proc)
+
+
+def test_without_a_pid_file_nginx_started_when_its_master_did(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path / "proc", {7: b"nginx: master process\0"})
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = ["S", *["0"] * 18, str(50 * ticks), "0"]  # starttime: 50 s after boot
+    (proc / "7" / "stat").write_text(f"7 (nginx) {' '.join(fields)}\n")
+    (proc / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
+    assert nginx_started_at(tmp_path / "absent.pid", proc=proc) == 1700000050.0
+    assert nginx_started_at(tmp_path / "absent.pid", proc=tmp_path / "empty") is None

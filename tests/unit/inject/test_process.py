@@ -64,11 +64,11 @@ def test_a_normal_run_through_the_console_entry(tmp_path: Path) -> None:
     code, out, err, _ = run(DEPLOYMENT.encode(), tmp=tmp_path)
     assert code == 0, err
     assert b"name: config-fetcher-init" in out
-    assert (
-        err == "document 1: Deployment/web: injected config-fetcher, metrics-proxy, "
-        "log-shipper (native sidecars), with ConfigMap/web-sidecars-nginx before it; "
-        "warning: nginx does not run as UID 101, so the "
-        "config-fetcher cannot signal it (set runAsUser, or --reload webhook)\n"
+    assert err == (
+        "document 1: Deployment/web: injected config-fetcher, metrics-proxy, log-shipper "
+        "(native sidecars), with ConfigMap/web-sidecars-nginx before it; warning: nginx does not "
+        "run as UID 101, so the sidecars cannot signal it (reload, log reopening after "
+        "rotation): set its runAsUser\n"
     )
 
 
