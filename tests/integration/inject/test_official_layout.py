@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sidecars.config_fetcher.reload import MASTER
 from sidecars.inject import nginx_conf
 from sidecars.runtime import nginx_log
+from sidecars.runtime.nginx_proc import MASTER_TITLE as MASTER
 from tests.support.nginx import NGINX, _globals, have_nginx
 from tests.support.procs import Proc, free_port, http_get, port_open, wait_until
 
