@@ -159,7 +159,12 @@ class Fetcher:
         current = self.publisher.current()
         if current is None or current == self.state.served or self.s.reload_pidfile is None:
             return False
-        return await asyncio.to_thread(nginx_started_at, self.s.reload_pidfile) is not None
+        return (
+            await asyncio.to_thread(
+                nginx_started_at, self.s.reload_pidfile, Path("/proc"), self.s.nginx_error_log
+            )
+            is not None
+        )
 
     def _record(self, version: str, digest: str) -> None:
         self.metrics.published.info({"version": version, "sha256": digest})
@@ -190,7 +195,10 @@ class Fetcher:
         current = self.publisher.current()
         if current is None or self.state.served == current:
             return False
-        started, swapped = nginx_started_at(self.s.reload_pidfile), self.publisher.swapped_at()
+        started, swapped = (
+            nginx_started_at(self.s.reload_pidfile, error_log=self.s.nginx_error_log),
+            self.publisher.swapped_at(),
+        )
         if started is None or swapped is None or started < swapped:
             return False
         self.state = self.state.accept(current)

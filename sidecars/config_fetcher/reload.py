@@ -42,28 +42,31 @@ def read_pid(pidfile: Path) -> int:
     return int(text)
 
 
-def master_by_title(proc: Path = Path("/proc")) -> int:
-    """The one nginx master visible in the shared PID namespace, by its process title."""
-    found = nginx_proc.masters(proc)
-    if not found:
-        raise ReloadError(
-            f"no nginx master in {proc} (nginx not running, or is shareProcessNamespace unset?)",
-            "no_target",
-        )
-    if len(found) > 1:
-        raise ReloadError(f"several nginx masters ({found}); not guessing", "error")
-    return found[0]
+def master_by_log(error_log: Path | None, proc: Path = Path("/proc")) -> int:
+    """Without a pid file: the nginx master in the shared PID namespace that holds ``error_log``
+    open (an unchanged nginx image keeps its pid file to itself). Holding the log is required,
+    so a host's other nginx masters are never taken for ours."""
+    if error_log is None:
+        raise ReloadError("no pid file and no --nginx-error-log to find nginx by", "no_target")
+    try:
+        info = error_log.stat()
+    except OSError:
+        raise ReloadError(f"no pid file, and {error_log} does not exist yet", "no_target") from None
+    try:
+        return nginx_proc.find_master(holding=(info.st_dev, info.st_ino), proc=proc)
+    except nginx_proc.NginxNotFound as exc:
+        raise ReloadError(f"no pid file, and {exc}", "no_target") from None
 
 
-def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
+def find_master(pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None) -> int:
     """The pid in ``pidfile``, but only if it still is an nginx process: a stale pid file must
-    not make us signal whatever process reused that pid. No pid file: the master by its title."""
+    not make us signal whatever process reused that pid. No pid file: see master_by_log."""
     try:
         pid = read_pid(pidfile)
     except ReloadError as exc:
         if exc.result != "no_target":
             raise
-        return master_by_title(proc)
+        return master_by_log(error_log, proc)
     try:
         cmdline = (proc / str(pid) / "cmdline").read_bytes()
     except FileNotFoundError:
@@ -79,11 +82,13 @@ def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
     return pid
 
 
-def nginx_started_at(pidfile: Path, proc: Path = Path("/proc")) -> float | None:
+def nginx_started_at(
+    pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None
+) -> float | None:
     """When the running nginx master started (its pid file is written once it has loaded its
     config), or None when no nginx runs."""
     try:
-        pid = find_master(pidfile, proc)
+        pid = find_master(pidfile, proc, error_log)
     except ReloadError:
         return None
     try:
@@ -105,9 +110,9 @@ def _started(pid: int, proc: Path) -> float | None:
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
+def signal_pidfile(pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None) -> int:
     """SIGHUP the nginx master named by ``pidfile`` (see find_master)."""
-    pid = find_master(pidfile, proc)
+    pid = find_master(pidfile, proc, error_log)
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
@@ -161,7 +166,7 @@ async def reload_verified(
     master = None
     if pidfile is not None:
         try:
-            master = await asyncio.to_thread(find_master, pidfile, proc)
+            master = await asyncio.to_thread(find_master, pidfile, proc, error_log)
         except ReloadError as exc:
             return Outcome(exc.result, method, exc.reason)
     before = await asyncio.to_thread(reload_check.workers, master, proc) if master else {}

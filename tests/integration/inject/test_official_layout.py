@@ -155,3 +155,11 @@ def test_the_master_has_the_title_the_fetcher_looks_for(official: dict) -> None:
     assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(MASTER)
     children = wait_until(lambda: _children(pid), timeout=10, what="nginx's worker")
     assert all(not Path(f"/proc/{c}/cmdline").read_bytes().startswith(MASTER) for c in children)
+
+
+def test_the_fetcher_finds_this_master_by_the_log_it_holds(official: dict) -> None:
+    # Other nginx masters may run on this machine: only ours holds our error log open.
+    from sidecars.config_fetcher.reload import master_by_log
+
+    pid = int((official["root"] / "var/run/nginx.pid").read_text())
+    assert master_by_log(official["root"] / "logs" / "error.log") == pid
