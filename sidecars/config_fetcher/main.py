@@ -179,7 +179,12 @@ class Fetcher:
         rejected = self.state.rejected
         if rejected is not None and rejected.digest == current.digest:
             return False  # refused by nginx, left there by a switch back that failed: never again
-        return await asyncio.to_thread(nginx_started_at, self.s.reload_pidfile) is not None
+        return (
+            await asyncio.to_thread(
+                nginx_started_at, self.s.reload_pidfile, Path("/proc"), self.s.nginx_error_log
+            )
+            is not None
+        )
 
     def _record(self, version: str, digest: str) -> None:
         self.metrics.published.info({"version": version, "sha256": digest})
@@ -210,7 +215,10 @@ class Fetcher:
         current = self.publisher.current()
         if current is None or self.state.served == current:
             return False
-        started, swapped = nginx_started_at(self.s.reload_pidfile), self.publisher.swapped_at()
+        started, swapped = (
+            nginx_started_at(self.s.reload_pidfile, error_log=self.s.nginx_error_log),
+            self.publisher.swapped_at(),
+        )
         if started is None or swapped is None or started < swapped:
             return False
         self.state = self.state.accept(current)
@@ -463,7 +471,9 @@ class Fetcher:
         and config_fetcher_served_info says (reloading the version it serves changes nothing)."""
         assert self.s.reload_pidfile is not None  # a timeout verdict needs the master's pid
         try:
-            pid = await asyncio.to_thread(signal_pidfile, self.s.reload_pidfile)
+            pid = await asyncio.to_thread(
+                signal_pidfile, self.s.reload_pidfile, Path("/proc"), self.s.nginx_error_log
+            )
         except ReloadError as exc:
             log.warning(
                 "cannot signal nginx onto the rolled-back version",

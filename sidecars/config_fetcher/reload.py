@@ -1,11 +1,13 @@
 """Telling nginx about a new version: SIGHUP to its master (pid file on a shared volume, with
-``shareProcessNamespace: true``) or a POST to a webhook; bursts debounced into one reload; then
-watching nginx take it or refuse it (reload_check.py)."""
+``shareProcessNamespace: true``; without the pid file, the master found by its title in /proc,
+as for an unchanged nginx image whose pid file is its own) or a POST to a webhook; bursts
+debounced into one reload; then watching nginx take it or refuse it (reload_check.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -35,11 +37,32 @@ def read_pid(pidfile: Path) -> int:
         raise ReloadError(str(exc), "error") from None
 
 
-def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
+def master_by_log(error_log: Path | None, proc: Path = Path("/proc")) -> int:
+    """Without a pid file: the nginx master in the shared PID namespace that holds ``error_log``
+    open (an unchanged nginx image keeps its pid file to itself). Holding the log is required,
+    so a host's other nginx masters are never taken for ours."""
+    if error_log is None:
+        raise ReloadError("no pid file and no --nginx-error-log to find nginx by", "no_target")
+    try:
+        info = error_log.stat()
+    except OSError:
+        raise ReloadError(f"no pid file, and {error_log} does not exist yet", "no_target") from None
+    try:
+        return nginx_proc.find_master(holding=(info.st_dev, info.st_ino), proc=proc)
+    except nginx_proc.NginxNotFound as exc:
+        raise ReloadError(f"no pid file, and {exc}", "no_target") from None
+
+
+def find_master(pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None) -> int:
     """The pid in ``pidfile``, but only if it still is nginx's master (runtime/nginx_proc.py):
     a stale pid file must not make us signal whatever process reused that pid, such as another
-    sidecar whose command line merely mentions nginx."""
-    pid = read_pid(pidfile)
+    sidecar whose command line merely mentions nginx. No pid file: see master_by_log."""
+    try:
+        pid = read_pid(pidfile)
+    except ReloadError as exc:
+        if exc.result != "no_target":
+            raise
+        return master_by_log(error_log, proc)
     if not (proc / str(pid)).exists():
         raise ReloadError(
             f"pid {pid} from {pidfile} is not running (or not visible: "
@@ -54,14 +77,32 @@ def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
     return pid
 
 
-def nginx_started_at(pidfile: Path, proc: Path = Path("/proc")) -> float | None:
+def nginx_started_at(
+    pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None
+) -> float | None:
     """When the running nginx master started (its pid file is written once it has loaded its
     config), or None when no nginx runs."""
     try:
-        find_master(pidfile, proc)
-        return pidfile.stat().st_mtime
-    except (ReloadError, OSError):
+        pid = find_master(pidfile, proc, error_log)
+    except ReloadError:
         return None
+    try:
+        return pidfile.stat().st_mtime
+    except OSError:  # no pid file of ours: when the master process started
+        return _started(pid, proc)
+
+
+def _started(pid: int, proc: Path) -> float | None:
+    try:
+        ticks = int((proc / str(pid) / "stat").read_text().rsplit(") ", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in (proc / "stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def hup(pid: int, pidfile: Path, proc: Path = Path("/proc")) -> None:
@@ -74,9 +115,9 @@ def hup(pid: int, pidfile: Path, proc: Path = Path("/proc")) -> None:
         raise ReloadError(f"cannot signal nginx pid {pid}: {exc.strerror}", "error") from None
 
 
-def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
+def signal_pidfile(pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None) -> int:
     """SIGHUP the nginx master named by ``pidfile`` (see find_master)."""
-    pid = find_master(pidfile, proc)
+    pid = find_master(pidfile, proc, error_log)
     hup(pid, pidfile, proc)
     return pid
 
@@ -129,7 +170,7 @@ async def reload_verified(
     master = None
     if pidfile is not None:
         try:
-            master = await asyncio.to_thread(find_master, pidfile, proc)
+            master = await asyncio.to_thread(find_master, pidfile, proc, error_log)
         except ReloadError as exc:
             return Outcome(exc.result, method, exc.reason)
     before = await asyncio.to_thread(reload_check.workers, master, proc) if master else {}
