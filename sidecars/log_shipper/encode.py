@@ -50,9 +50,17 @@ def _escaped(lines: list[str]) -> tuple[list[bytes], bool]:
     return _utf8("\n".join(map(encode_basestring, lines))).split(b"\n"), True
 
 
+def _field_text(value: object) -> str:
+    if value is None:
+        return "null"
+    if value.__class__ is str:  # already its JSON object text (chunk_fields)
+        return value  # type: ignore[return-value]
+    return _dumps_fields(value)
+
+
 def _fields(values: list[object]) -> list[bytes]:
     # Compact JSON never holds a raw newline, so one join/split turns it all into bytes at once.
-    texts = ["null" if value is None else _dumps_fields(value) for value in values]
+    texts = list(map(_field_text, values))
     return _utf8("\n".join(texts)).split(b"\n")
 
 

@@ -148,6 +148,67 @@ def _value_pattern(name: str, following: str, escape: str) -> str:
     return f"{char}*?"
 
 
+def _patterns(
+    parts: list[Literal | Variable],
+    escape: str,
+    capture: frozenset[str] | None = None,
+    one_line: bool = False,
+) -> tuple[str, str, tuple[str, ...]]:
+    """The regex of a tokenized format, and its linear-time form for long lines (see
+    ``LogFormatParser.parse``), with the names of its groups.
+
+    ``capture``: only these variables get a group (None: all); the others are matched the same
+    way without one, so a scan for a few fields finds exactly what the full regex finds.
+    ``one_line``: values cannot hold a newline, so the regex can run over many lines at once
+    (``re.MULTILINE``, anchored with ``^...$``) and match each line as ``fullmatch`` would.
+    """
+    pieces: list[str] = []
+    # The same, with every ambiguous value ending at the *first* occurrence of the literal
+    # after it (an atomic group): linear time, used for long lines (see parse()).
+    guarded: list[str] = []
+    names: list[str] = []
+    seen: set[str] = set()
+    consumed = -1
+    for index, part in enumerate(parts):
+        if isinstance(part, Literal):
+            pieces.append(re.escape(part.text))
+            if index != consumed:
+                guarded.append(re.escape(part.text))
+            continue
+        following = parts[index + 1] if index + 1 < len(parts) else None
+        text_after = following.text if isinstance(following, Literal) else ""
+        if following is not None and not isinstance(following, Literal):
+            text_after = "$"  # another variable follows: never "exact"
+        value = _value_pattern(part.name, text_after, escape)
+        if one_line:
+            value = _ONE_LINE.get(value, value)
+        if part.name in seen or (capture is not None and part.name not in capture):
+            group = f"(?:{value})"  # a repeated variable keeps the first value
+        else:
+            names.append(part.name)
+            group = f"({value})"
+        seen.add(part.name)
+        pieces.append(group)
+        if value.endswith("*?") and isinstance(following, Literal):
+            guarded.append(f"(?>{group}{re.escape(following.text)})")
+            consumed = index + 1
+        else:
+            guarded.append(group)
+    return "".join(pieces), "".join(guarded), tuple(names)
+
+
+# The generic value patterns without a newline (the typed ones never hold one).
+_ONE_LINE_CHAR = {
+    _VALUE_CHAR["default"]: r'[^"\n]',
+    _VALUE_CHAR["json"]: r'(?:[^"\\\n]|\\[^\n])',
+    _VALUE_CHAR["none"]: r"[^\n]",
+}
+_ONE_LINE = {
+    char + rep: one + rep for char, one in _ONE_LINE_CHAR.items() for rep in ("*+", "*?")
+}
+_ONE_LINE[".*"] = r"[^\n]*"
+
+
 # --- parsers --------------------------------------------------------------------------------
 
 LONG_LINE = 4096  # characters; see LogFormatParser.parse
@@ -160,6 +221,7 @@ class LogFormatParser:
         "_fullmatch",
         "_fullmatch_long",
         "_names",
+        "_parts",
         "_unescape",
         "escape",
         "fields",
@@ -173,40 +235,14 @@ class LogFormatParser:
         if not fmt:
             raise ValueError("log format: empty format")
         parts = tokenize_format(fmt)
-        pieces: list[str] = []
-        # The same, with every ambiguous value ending at the *first* occurrence of the literal
-        # after it (an atomic group): linear time, used for long lines (see parse()).
-        guarded: list[str] = []
-        names: list[str] = []
-        consumed = -1
-        for index, part in enumerate(parts):
-            if isinstance(part, Literal):
-                pieces.append(re.escape(part.text))
-                if index != consumed:
-                    guarded.append(re.escape(part.text))
-                continue
-            following = parts[index + 1] if index + 1 < len(parts) else None
-            text_after = following.text if isinstance(following, Literal) else ""
-            if following is not None and not isinstance(following, Literal):
-                text_after = "$"  # another variable follows: never "exact"
-            value = _value_pattern(part.name, text_after, escape)
-            if part.name in names:
-                group = f"(?:{value})"  # a repeated variable: keep the first value
-            else:
-                names.append(part.name)
-                group = f"({value})"
-            pieces.append(group)
-            if value.endswith("*?") and isinstance(following, Literal):
-                guarded.append(f"(?>{group}{re.escape(following.text)})")
-                consumed = index + 1
-            else:
-                guarded.append(group)
+        pattern, guarded, names = _patterns(parts, escape)
         self.format = fmt
         self.escape = escape
         self.fields: tuple[str, ...] = tuple(names)
-        self.regex = re.compile("".join(pieces), re.DOTALL)
+        self.regex = re.compile(pattern, re.DOTALL)
         self._fullmatch = self.regex.fullmatch
-        self._fullmatch_long = re.compile("".join(guarded), re.DOTALL).fullmatch
+        self._fullmatch_long = re.compile(guarded, re.DOTALL).fullmatch
+        self._parts: tuple[Literal | Variable, ...] | None = tuple(parts)
         self._names = self.fields
         self._unescape: Callable[[str], str] | None = {
             "default": unescape_default,
@@ -230,6 +266,15 @@ class LogFormatParser:
                     fields[name] = unescape(value)
         return fields
 
+    def patterns(
+        self, capture: frozenset[str] | None = None, *, one_line: bool = False
+    ) -> tuple[str, str, tuple[str, ...]] | None:
+        """This format's regex and long-line regex with groups for ``capture`` only, and the
+        names of those groups, in order (see ``_patterns``); None for JSON lines."""
+        if self._parts is None:
+            return None
+        return _patterns(list(self._parts), self.escape, capture, one_line)
+
     def __repr__(self) -> str:
         return f"LogFormatParser({self.format!r}, escape={self.escape!r})"
 
@@ -252,6 +297,7 @@ class JsonLineParser(LogFormatParser):
         self._fullmatch = self._fullmatch_long = self.regex.fullmatch
         self._names = ()
         self._unescape = None
+        self._parts = None
 
     def parse(self, line: str) -> dict[str, str] | None:
         text = line.strip()
@@ -516,7 +562,7 @@ def parse_msec(text: str) -> int:
 
 
 # Most precise first; JSON formats often log $time_iso8601 as "@timestamp".
-_TIME_FIELDS: tuple[tuple[str, Callable[[str], int]], ...] = (
+TIME_FIELDS: tuple[tuple[str, Callable[[str], int]], ...] = (
     ("msec", parse_msec),
     ("time_iso8601", parse_time_iso8601),
     ("time_local", parse_time_local),
@@ -533,7 +579,7 @@ def timestamp_ns(fields: Mapping[str, str] | None) -> int | None:
     """
     if not fields:
         return None
-    for name, parse in _TIME_FIELDS:
+    for name, parse in TIME_FIELDS:
         text = fields.get(name)
         if text:
             try:

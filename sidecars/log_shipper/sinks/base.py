@@ -14,6 +14,7 @@ compact wire form of the batches in flight rather than their lines.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, overload
@@ -47,14 +48,15 @@ class Batch(Sequence[Record]):
         lines: list[str],
         bounds: list[int],
         timestamps: list[int],
-        fields: list[dict[str, Any] | None] | None = None,
+        fields: list[dict[str, Any] | str | None] | None = None,
     ) -> None:
         self.path = path
         self.fingerprint = fingerprint
         self.lines = lines
         self.bounds = bounds
         self.timestamps = timestamps
-        self.fields = fields  # None when no parser is configured
+        # None when no parser is configured; per line a dict, its JSON object text, or None
+        self.fields = fields
 
     @property
     def start(self) -> int:
@@ -77,10 +79,17 @@ class Batch(Sequence[Record]):
     def __len__(self) -> int:
         return len(self.lines)
 
+    def field_map(self, index: int) -> dict[str, Any] | None:
+        """Line ``index``'s fields as a dict (the column may hold their JSON object text)."""
+        if self.fields is None:
+            return None
+        value = self.fields[index]
+        return json.loads(value) if isinstance(value, str) else value
+
     def _record(self, index: int) -> Record:
         return Record(
             self.lines[index],
-            None if self.fields is None else self.fields[index],
+            self.field_map(index),
             self.path,
             self.fingerprint,
             self.bounds[index],
