@@ -43,8 +43,8 @@ class LineFormats:
         of them did not parse. In auto mode the list is always there (None per line while a
         file's format is unknown), so a batch's fields stay aligned with its lines.
 
-        A line's fields are a dict, or their JSON object text when the chunk was parsed in
-        one pass (chunk_fields); None when the line did not parse."""
+        A line's fields are a dict, or a marker standing for them when the chunk was parsed in
+        one pass (chunk_fields.Deferred); None when the line did not parse."""
         fields, unparsed, _ = self.parse_chunk(fingerprint, path, texts)
         return fields, unparsed
 

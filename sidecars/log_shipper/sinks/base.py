@@ -14,7 +14,6 @@ compact wire form of the batches in flight rather than their lines.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, overload
@@ -48,14 +47,14 @@ class Batch(Sequence[Record]):
         lines: list[str],
         bounds: list[int],
         timestamps: list[int],
-        fields: list[dict[str, Any] | str | None] | None = None,
+        fields: list[Any] | None = None,
     ) -> None:
         self.path = path
         self.fingerprint = fingerprint
         self.lines = lines
         self.bounds = bounds
         self.timestamps = timestamps
-        # None when no parser is configured; per line a dict, its JSON object text, or None
+        # None when no parser is configured; per line a dict, a Deferred (chunk_fields) or None
         self.fields = fields
 
     @property
@@ -80,11 +79,14 @@ class Batch(Sequence[Record]):
         return len(self.lines)
 
     def field_map(self, index: int) -> dict[str, Any] | None:
-        """Line ``index``'s fields as a dict (the column may hold their JSON object text)."""
+        """Line ``index``'s fields as a dict (the column may hold a marker that stands for
+        them: chunk_fields.Deferred)."""
         if self.fields is None:
             return None
         value = self.fields[index]
-        return json.loads(value) if isinstance(value, str) else value
+        if value is None or isinstance(value, dict):
+            return value
+        return value.fields(self.lines[index])
 
     def _record(self, index: int) -> Record:
         return Record(
