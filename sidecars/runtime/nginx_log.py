@@ -266,6 +266,11 @@ class LogFormatParser:
                     fields[name] = unescape(value)
         return fields
 
+    @property
+    def unescape(self) -> Callable[[str], str] | None:
+        """What undoes this format's escaping in a value (None for escape=none)."""
+        return self._unescape
+
     def patterns(
         self, capture: frozenset[str] | None = None, *, one_line: bool = False
     ) -> tuple[str, str, tuple[str, ...]] | None:
@@ -592,7 +597,8 @@ def timestamp_ns(fields: Mapping[str, str] | None) -> int | None:
 # --- typed field helpers (for the metrics-proxy) -----------------------------------------------
 
 
-def _int(text: str | None) -> int | None:
+def int_of(text: str | None) -> int | None:
+    """A value's decimal digits as an int; None when absent or anything else."""
     if text is None or not text.isascii() or not text.isdigit():
         return None
     return int(text)
@@ -601,7 +607,7 @@ def _int(text: str | None) -> int | None:
 def status(fields: Mapping[str, str]) -> int | None:
     """``$status`` as an int; None when absent or not a 3-digit number."""
     text = fields.get("status")
-    return _int(text) if text is not None and len(text) == 3 else None
+    return int_of(text) if text is not None and len(text) == 3 else None
 
 
 def method(fields: Mapping[str, str]) -> str | None:
@@ -609,10 +615,13 @@ def method(fields: Mapping[str, str]) -> str | None:
 
     Not normalised: the caller folds unknown methods (a garbage request line is logged too).
     """
-    value = fields.get("request_method")
-    if value and value != "-":
-        return value
-    request = fields.get("request")
+    return method_of(fields.get("request_method"), fields.get("request"))
+
+
+def method_of(request_method: str | None, request: str | None) -> str | None:
+    """``method()`` from the two values (None: not in the format)."""
+    if request_method and request_method != "-":
+        return request_method
     if not request or request == "-":
         return None
     word = request.split(" ", 1)[0]
@@ -620,13 +629,14 @@ def method(fields: Mapping[str, str]) -> str | None:
 
 
 def body_bytes_sent(fields: Mapping[str, str]) -> int | None:
-    return _int(fields.get("body_bytes_sent"))
+    return int_of(fields.get("body_bytes_sent"))
 
 
 _SECONDS_RE = re.compile(r"\d+(?:\.\d+)?")
 
 
-def _seconds(text: str | None) -> float | None:
+def seconds_of(text: str | None) -> float | None:
+    """A value's seconds (``0.012``) as a float; None when absent or malformed."""
     if text is None or _SECONDS_RE.fullmatch(text) is None:
         return None
     return float(text)
@@ -634,7 +644,7 @@ def _seconds(text: str | None) -> float | None:
 
 def request_time(fields: Mapping[str, str]) -> float | None:
     """``$request_time`` in seconds; None when absent or malformed."""
-    return _seconds(fields.get("request_time"))
+    return seconds_of(fields.get("request_time"))
 
 
 _LIST_SEP = re.compile(r"\s*[,:]\s*")
@@ -642,10 +652,14 @@ _LIST_SEP = re.compile(r"\s*[,:]\s*")
 
 def upstream_response_times(fields: Mapping[str, str]) -> list[float]:
     """Every numeric entry of ``$upstream_response_time`` ("0.1, 0.2 : 0.3"); ``-`` skipped."""
-    text = fields.get("upstream_response_time")
+    return upstream_times_of(fields.get("upstream_response_time"))
+
+
+def upstream_times_of(text: str | None) -> list[float]:
+    """``upstream_response_times()`` of the value itself."""
     if not text or text == "-":
         return []
-    values = (_seconds(item) for item in _LIST_SEP.split(text.strip()))
+    values = (seconds_of(item) for item in _LIST_SEP.split(text.strip()))
     return [v for v in values if v is not None]
 
 
