@@ -6,6 +6,7 @@ still writes its RESULTS.md and says the charts were skipped.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,19 @@ def pyplot() -> Any | None:
 
 
 def caption(fig: Any, lines: list[str]) -> None:
-    """The machine, date and command, small, under the plot."""
-    wrapped = [part for line in lines for part in textwrap.wrap(line, 150)]
-    fig.text(0.01, 0.01, "\n".join(wrapped), fontsize=6, color="#444444", va="bottom")
-    fig.subplots_adjust(bottom=0.09 + 0.028 * len(wrapped))
+    """The machine, date and command, small, under the plot (after ``tight_layout``)."""
+    wrapped = [part for line in lines for part in textwrap.wrap(line, 160)]
+    height = fig.get_figheight()
+    text_in = 0.1 * len(wrapped) + 0.08  # 6 pt lines
+    fig.text(0.01, 0.04 / height, "\n".join(wrapped), fontsize=6, color="#444444", va="bottom")
+    # Room for the caption plus the axes' tick labels and x label (about 0.45 in).
+    fig.subplots_adjust(bottom=(text_in + 0.5) / height)
+
+
+def dump(path: Path, data: dict[str, Any]) -> None:
+    """The numbers a chart is drawn from, beside it, so it can be redrawn without a re-run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def save(fig: Any, path: Path) -> Path:
