@@ -38,7 +38,7 @@ def caption(fig: Any, lines: list[str]) -> None:
 def dump(path: Path, data: dict[str, Any]) -> None:
     """The numbers a chart is drawn from, beside it, so it can be redrawn without a re-run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def save(fig: Any, path: Path) -> Path:

@@ -45,7 +45,8 @@ def render(cases: list[Any], caption: list[str]) -> list[Path]:
         if case.runs:
             run = case.median()
             per_gib = run.cpu / (run.nbytes / GIB)
-            points.append(Point(case.name, case.tool, run.mib_s, per_gib, run.rss_series))
+            series = [(round(at, 2), round(mib, 2)) for at, mib in run.rss_series]
+            points.append(Point(case.name, case.tool, run.mib_s, per_gib, series))
     charts.dump(DATA, {"points": [asdict(p) for p in points], "caption": caption})
     return draw(points, caption)
 
