@@ -210,3 +210,57 @@ def test_broken_source_fails_in_init_container(cluster: Cluster, app: str):
         assert "running" not in nginx["state"]
     finally:
         cluster.kubectl("delete", "pod", "sidecars-broken", "--wait=false")
+
+
+# The injected Deployment (k8s/deployment.yaml, `sidecars inject` of k8s/workloads/): its
+# namespace `web` reaches the demo origin in `default` by its full Service name. PodMonitor needs
+# prometheus-operator's CRD, which a bare kind cluster lacks; the NetworkPolicy would only be
+# enforced by a CNI that does, and it names the origin's namespace, so both stay out here.
+ORIGIN_FQDN = "http://sidecars-origin.default.svc.cluster.local:8090/site.tar.gz"
+
+
+def injected_deployment(minor: int) -> list[dict]:
+    manifest = K8S / "deployment.yaml" if minor >= 29 else K8S / "classic" / "deployment.yaml"
+    docs = []
+    for doc in variants.load(manifest):
+        if doc["kind"] in ("PodMonitor", "NetworkPolicy"):
+            continue
+        if doc["kind"] == "Deployment":
+            spec = doc["spec"]["template"]["spec"]
+            for container in variants.all_containers(spec):
+                for item in container.get("env", []):
+                    if item["name"] == "CONFIG_FETCHER_SOURCE":
+                        item["value"] = ORIGIN_FQDN
+        docs.append(doc)
+    return docs
+
+
+def test_injected_deployment_rolls_out_and_serves(cluster: Cluster, app: str):
+    namespaces = cluster.kubectl("get", "namespace", "--output=name")
+    if "namespace/web" not in namespaces.split():
+        cluster.kubectl("create", "namespace", "web")
+    docs = injected_deployment(cluster.server_minor())
+    cluster.kubectl("apply", "--filename", "-", input=variants.dump(docs))
+    cluster.kubectl("--namespace", "web", "rollout", "status", "deployment/web", "--timeout=300s")
+    pods = json.loads(
+        cluster.kubectl(
+            "--namespace", "web", "get", "pods", "-l", "app.kubernetes.io/name=web", "--output=json"
+        )
+    )["items"]
+    assert pods, "the Deployment made no Pod"
+    pod = pods[0]["metadata"]["name"]
+    page = cluster.kubectl(
+        "--namespace",
+        "web",
+        "exec",
+        pod,
+        "--container",
+        "metrics-proxy",
+        "--",
+        "python3",
+        "-c",
+        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8080/').read().decode());"
+        "print(u.urlopen('http://127.0.0.1:9113/metrics').read().decode())",
+    )
+    assert "Hello from the sidecars demo" in page
+    assert "nginx_up 1" in page
