@@ -13,7 +13,8 @@ SSLContext.
 
 What a peer cannot make it hold: while the transport's write buffer is over its high-water mark
 (a client that sends and does not read) the connection neither reads nor answers, and one that
-stays so for ``write_timeout`` is dropped; at most ``max_connections`` are open at once (1024,
+stays so for ``write_timeout`` is dropped, as is the oldest of more than ``MAX_STALLED`` such
+connections at once; at most ``max_connections`` are open at once (1024,
 fewer under a low open-files limit: ``default_max_connections``), and a new one past that
 closes the oldest idle (or stalled) one, so a flood of idle connections can neither exhaust the
 part's file descriptors nor lock kubelet's probe out.
@@ -26,7 +27,7 @@ import json
 import logging
 import resource
 import ssl
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -45,8 +46,13 @@ MAX_HEAD = 16 * 1024  # request line and header lines together
 MAX_HEADERS = 100
 MAX_PIPELINED = 16  # requests read and not yet answered, per connection
 MAX_CONNECTIONS = 1024  # per server, and never more than the fd limit leaves (below)
-FD_RESERVE = 128  # file descriptors kept for the part's own work (files, upstreams, sinks)
+# File descriptors kept for the part's own work (files, upstreams, sinks) and for connections
+# in transit: asyncio accepts up to BACKLOG at a time before any is admitted or evicted, and an
+# evicted one's descriptor is released an event-loop turn after it is closed.
+BACKLOG = 128
+FD_RESERVE = 128 + 2 * BACKLOG
 HIGH_WATER = 64 * 1024  # the transport's write buffer: over it, stop reading and answering
+MAX_STALLED = 32  # connections over HIGH_WATER at once; past it the oldest is dropped
 _METHODS = ("GET", "HEAD")
 _PER_HEADER = 4  # ": " and CRLF, counted with each header's name and value
 
@@ -270,10 +276,12 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        self.server.stall(self)
         self._update()
 
     def resume_writing(self) -> None:
         self.writable.set()
+        self.server.stalled.pop(self, None)
         self._update()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -338,7 +346,9 @@ class _Connection(asyncio.Protocol):
             return
         stalled = not self.writable.is_set()
         busy = self.worker is not None or bool(self.heads)
-        reading = not (stalled or self.parser.stopped or len(self.heads) >= MAX_PIPELINED)
+        # Read while nothing is being answered (as uvicorn does): a pipelining client's next
+        # requests wait in the kernel, and one read brings at most MAX_PIPELINED of them.
+        reading = not (stalled or busy or self.parser.stopped)
         if reading != self.reading:
             self.reading = reading
             if reading:
@@ -377,7 +387,7 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        self.server.forget(self)
+        self.server.closing(self)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -393,7 +403,6 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         if self.transport is not None:
-            self.server.forget(self)
             self.transport.abort()
 
 
@@ -424,9 +433,10 @@ class Server:
         self.write_timeout = write_timeout
         self.max_connections = max_connections or default_max_connections()
         self.connections: set[_Connection] = set()
-        # Connections that may be closed to make room, oldest first: idle (no request in
-        # flight) or stalled (their peer does not read).
-        self.evictable: dict[_Connection, None] = {}
+        # Connections that may be closed to make room, in that order: closed ones still
+        # flushing, then the oldest idle (no request in flight) or stalled (peer not reading).
+        self.evictable: OrderedDict[_Connection, None] = OrderedDict()
+        self.stalled: OrderedDict[_Connection, None] = OrderedDict()  # oldest first
         self._server: asyncio.Server | None = None
 
     def admit(self, connection: _Connection) -> bool:
@@ -434,9 +444,16 @@ class Server:
             oldest = next(iter(self.evictable), None)
             if oldest is None:
                 return False  # every connection is being answered: refuse the new one
-            oldest._close()
+            self.evictable.pop(oldest)
+            oldest.abort()  # its descriptor is released on the next turn of the event loop
         self.connections.add(connection)
         return True
+
+    def closing(self, connection: _Connection) -> None:
+        """Closed, its answer still flushing: counted until it is gone, and the first to go."""
+        if connection in self.connections:
+            self.evictable[connection] = None
+            self.evictable.move_to_end(connection, last=False)
 
     def mark(self, connection: _Connection, *, evictable: bool) -> None:
         if evictable:
@@ -445,9 +462,18 @@ class Server:
         else:
             self.evictable.pop(connection, None)
 
+    def stall(self, connection: _Connection) -> None:
+        """Each stalled connection holds an answer its peer does not read: past MAX_STALLED,
+        cut off the one stalled longest, so many such peers cannot add up to much memory."""
+        self.stalled[connection] = None
+        if len(self.stalled) > MAX_STALLED:
+            oldest, _ = self.stalled.popitem(last=False)
+            oldest.abort()
+
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
         self.evictable.pop(connection, None)
+        self.stalled.pop(connection, None)
 
     async def start(self, listen: HostPort, ssl_context: ssl.SSLContext | None = None) -> None:
         self._server = await asyncio.get_running_loop().create_server(
@@ -456,7 +482,7 @@ class Server:
             listen.port,
             reuse_address=True,
             ssl=ssl_context,
-            backlog=1024,
+            backlog=BACKLOG,
         )
 
     @property
