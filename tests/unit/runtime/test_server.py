@@ -20,12 +20,14 @@ from sidecars.runtime.http11 import Client, ProtocolError
 from sidecars.runtime.parsers import HostPort
 from sidecars.runtime.server import (
     MAX_PIPELINED,
+    MAX_STALLED,
     BadRequest,
     Head,
     Request,
     RequestParser,
     Response,
     Server,
+    _Connection,
     render,
     routes,
 )
@@ -273,3 +275,120 @@ async def test_tls(tmp_path) -> None:
     finally:
         client.close()
         await server.close()
+
+
+# --- the connection protocol over a scripted transport (flow control, caps) ------------------
+
+
+class FakeTransport(asyncio.Transport):
+    """Records what the protocol does; ``buffered`` stands for the write buffer's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+        self.aborted = False
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def scripted(server: Server) -> tuple[_Connection, FakeTransport]:
+    connection = _Connection(server)
+    transport = FakeTransport()
+    connection.connection_made(transport)
+    return connection, transport
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_stalled_writer_answers_nothing_more_until_resumed() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()))
+    connection, transport = scripted(server)
+    connection.data_received(b"GET /healthz HTTP/1.1\r\n\r\n" * 3)
+    assert not transport.reading  # nothing more is read while requests are answered
+    connection.pause_writing()  # the peer does not read: the buffer is over its mark
+    await settle()
+    assert transport.written == b"" and not transport.reading
+    assert connection in server.stalled and connection in server.evictable
+    connection.resume_writing()
+    await settle()
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 3
+    assert transport.reading and connection not in server.stalled
+
+
+async def test_connection_lost_releases_a_waiting_writer() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()))
+    connection, transport = scripted(server)
+    connection.pause_writing()
+    connection.data_received(b"GET /healthz HTTP/1.1\r\n\r\n")
+    await settle()
+    worker = connection.worker
+    assert worker is not None and not worker.done()
+    connection.connection_lost(None)
+    await settle()
+    assert worker.done() and transport.written == b""
+    assert not server.connections and not server.stalled
+
+
+async def test_past_the_cap_the_oldest_idle_connection_makes_room() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()), max_connections=2)
+    first, first_transport = scripted(server)
+    second, _ = scripted(server)
+    second.data_received(b"GET /healthz HTTP/1.1\r\nHost: x")  # a head begun: still idle
+    third, third_transport = scripted(server)
+    assert first_transport.aborted and not third_transport.is_closing()
+    first.connection_lost(None)
+    assert server.connections == {second, third}
+
+
+async def test_past_the_cap_with_every_connection_busy_the_new_one_is_refused() -> None:
+    release = asyncio.Event()
+
+    async def slow(_: Request) -> Response:
+        await release.wait()
+        return Response(200, b"ok")
+
+    server = Server({"/slow": slow}, max_connections=1)
+    busy, _ = scripted(server)
+    busy.data_received(b"GET /slow HTTP/1.1\r\n\r\n")
+    await settle()
+    _, refused = scripted(server)
+    assert refused.written.startswith(b"HTTP/1.1 503 ") and refused.closed
+    release.set()
+    await settle()
+
+
+async def test_more_stalled_connections_than_the_cap_drop_the_oldest() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()))
+    made = [scripted(server) for _ in range(MAX_STALLED + 1)]
+    for connection, _ in made:
+        connection.pause_writing()
+    assert made[0][1].aborted and not made[1][1].aborted
+    assert len(server.stalled) == MAX_STALLED
