@@ -85,6 +85,9 @@ FROM ${NGINX_IMAGE} AS nginx-base
 # /var/log/nginx holds symlinks to /dev/stdout: removed, the logs are files on a Pod volume.
 # Every path nginx writes is a Pod volume owned by UID/GID 101 (podman copies this ownership
 # into a fresh named volume).
+# DL3008 (pin apt versions): NGINX_IMAGE may be any Debian release, and a version string exists
+# in one release only; whatever nginx-light that release's mirror has is the one wanted.
+# hadolint ignore=DL3008
 RUN set -eu; \
     if ! command -v nginx >/dev/null; then \
         apt-get update; \
@@ -106,10 +109,12 @@ ENTRYPOINT ["nginx", "-e", "stderr", "-g", "daemon off;"]
 FROM nginx-base AS origin
 COPY apps/origin/nginx.conf /etc/nginx/origin.conf
 COPY apps/site /tmp/site
-# A reproducible bundle (sorted members, fixed mtime and owner, no gzip timestamp).
+# A reproducible bundle (sorted members, fixed mtime and owner, no gzip name or timestamp).
+# Two steps rather than a pipe: sh has no pipefail, so a failing tar would go unnoticed.
 RUN set -eu; \
     tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-        -C /tmp/site -cf - conf.d html | gzip -9n > /srv/origin/site.tar.gz; \
+        -C /tmp/site -cf /srv/origin/site.tar conf.d html; \
+    gzip -9n /srv/origin/site.tar; \
     rm -rf /tmp/site; \
     tar -tzf /srv/origin/site.tar.gz
 USER 101:101

@@ -7,7 +7,9 @@
   podman   classic, plus what `podman kube play` needs: restartPolicy Never (it restarts init
            containers forever otherwise), init containers kept for their logs, images only from
            local storage, emptyDirs named per Pod (podman makes each a named volume, shared by
-           every pod using that name), Services dropped, and optional hostPorts / env / name.
+           every pod using that name), Secret volumes dropped with their mounts (4.3 cannot play
+           them; the manifest's is optional, so the Pod is the same as without the Secret),
+           Services dropped, and optional hostPorts / env / name.
 
   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
   python3 k8s/variants.py podman k8s/pod.yaml --host-port 8080=18080 \
@@ -110,6 +112,21 @@ def _pod_local_volumes(spec: Doc, pod: str) -> None:
             mount["name"] = renamed.get(mount["name"], mount["name"])
 
 
+def _drop_secret_volumes(spec: Doc) -> None:
+    """podman kube play 4.3 plays hostPath, emptyDir and persistentVolumeClaim volumes only.
+    A `secret` volume goes, with its mounts: the manifest marks it optional, so this is the Pod
+    a cluster runs when the Secret does not exist."""
+    dropped = {v["name"] for v in spec.get("volumes", []) if "secret" in v}
+    if not dropped:
+        return
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] not in dropped]
+    for container in all_containers(spec):
+        if "volumeMounts" in container:
+            container["volumeMounts"] = [
+                m for m in container["volumeMounts"] if m["name"] not in dropped
+            ]
+
+
 def _set_env(container: Doc, overrides: Mapping[str, str]) -> set[str]:
     """Give the container's env vars named in ``overrides`` those values; return the names set."""
     done = set()
@@ -151,6 +168,7 @@ def podman(
     meta = doc.setdefault("metadata", {})
     meta.setdefault("annotations", {})[PODMAN_KEEP_INIT] = "always"
     spec["restartPolicy"] = "Never"
+    _drop_secret_volumes(spec)
     _pod_local_volumes(spec, meta["name"])
     for container in all_containers(spec):
         container["imagePullPolicy"] = "Never"

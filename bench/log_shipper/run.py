@@ -157,9 +157,11 @@ def shipper_cmd(
     """``listen``: "off" like the peers (no health server), or HOST:PORT as in a Pod."""
     script = Path(sys.executable).with_name("sidecars")
     head = [str(script)] if script.exists() else [sys.executable, "-m", "sidecars"]
+    # --format none: the peers ship raw lines, and so did the shipper's default before format
+    # detection (--format auto) became the default; the results compare like with like.
     return [
         *head, "log-shipper", "--paths", str(source), "--state-file", str(state),
-        "--sink", sink, "--listen", listen, "--log-level", "warning", *extra,
+        "--sink", sink, "--listen", listen, "--log-level", "warning", "--format", "none", *extra,
     ]  # fmt: skip
 
 

@@ -3,7 +3,10 @@
 ``--once`` (init container): retry transient failures with backoff until ``--deadline``, exit 0
 after a verified publish, else exit 1 with one log line giving the reason. ``--watch``
 (sidecar): check every ``--interval`` (or on a file change for local sources), never exit on a
-transient error, ready after the first publish, reload nginx after each changed publish.
+transient error, ready as soon as a verified version is published (already at start, whatever
+the origin does), reload nginx after each changed publish and roll back what nginx rejects.
+Liveness is the loop's own progress (each attempt, failed or not); an origin outage shows as
+``config_fetcher_stale`` and ``config_fetcher_source_up``, never as a failing probe.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from sidecars.config_fetcher import bundle as bundles
 from sidecars.config_fetcher.envsubst import substitute
 from sidecars.config_fetcher.errors import FetchError, VerifyError
 from sidecars.config_fetcher.metrics import FetcherMetrics
-from sidecars.config_fetcher.publish import Publisher
-from sidecars.config_fetcher.reload import Debouncer, ReloadError, post_webhook, signal_pidfile
+from sidecars.config_fetcher.publish import Published, Publisher
+from sidecars.config_fetcher.reload import Debouncer, nginx_started_at, reload_verified
+from sidecars.config_fetcher.served import Rejected, ServedState, ServedStore
 from sidecars.config_fetcher.settings import PART, Settings
 from sidecars.config_fetcher.sources import Fetched, LocalSource, is_url
 from sidecars.runtime import lifecycle
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from sidecars.config_fetcher.http_source import HttpSource
 
 log = logging.getLogger("sidecars.config_fetcher")
+_IDLE_TICK = 1.0  # seconds: how often a sleeping loop marks its progress (a cheap wake-up)
 
 
 def make_source(s: Settings) -> HttpSource | LocalSource:
@@ -81,28 +86,53 @@ class Fetcher:
         self.environ = environ
         self.source = make_source(self.s)
         self.publisher = Publisher(self.s.dest, self.s.keep_versions)
-        self.metrics = FetcherMetrics(ctx.registry)
+        self.metrics = FetcherMetrics(ctx.registry, self.s.stale_after)
         self.backoff = Backoff(initial=self.s.retry_initial, cap=self.s.retry_max)
+        self.store = ServedStore(self.s.dest)
+        self.state = ServedState()
+        # While nginx's version is unknown, the version to fall back to if it rejects a new one.
+        self.rollback_to: Published | None = None
+        # Publishing and a reload being verified (and maybe rolled back) never interleave.
+        self.lock = asyncio.Lock()
+        self.unreachable: str | None = None  # why the source could not be fetched last time
 
     async def check(self) -> str:
         """One fetch -> verify -> publish. Returns the result label; raises FetchError."""
         started = time.monotonic()
         try:
             fetched = await self.source.fetch()
+        except FetchError as exc:
+            if exc.stage == "fetch":
+                self.unreachable = exc.reason
+                self.metrics.source_up.set(0)
+            raise
         finally:
             self.metrics.duration.observe(time.monotonic() - started)
+        self.unreachable = None
+        self.metrics.source_up.set(1)
         if fetched is None:
             return "not_modified"
         self.metrics.bytes.inc(fetched.size)
         try:
             bundle = build_bundle(self.s, fetched, self.environ)
             digest = bundles.digest(bundle)
+            rejected = self.state.rejected
+            if rejected is not None and rejected.digest == digest:
+                # nginx refused exactly this content: not again until the source changes.
+                return "rejected"
+            if rejected is not None:
+                await self._save(self.state.forget_rejected())
             current = self.publisher.current()
             if current is not None and current.digest == digest:
                 self._record(current.version, digest)
                 return "unchanged"
             meta = {"source": fetched.origin, "etag": fetched.etag, "bytes": fetched.size}
-            published = await asyncio.to_thread(self.publisher.publish, bundle, digest, meta)
+            async with self.lock:
+                await asyncio.to_thread(self._observe_nginx)
+                if self.state.served is None and self.rollback_to is None:
+                    self.rollback_to = current
+                self._pin()
+                published = await asyncio.to_thread(self.publisher.publish, bundle, digest, meta)
         except FetchError:
             # The ETag must not be remembered for content that was never published, or the
             # next poll would get 304 and never retry.
@@ -123,30 +153,104 @@ class Fetcher:
         )
         return "published"
 
+    async def _unconfirmed(self) -> bool:
+        """nginx runs but is not known to have loaded ``..data`` (a crash between publish and
+        the verified reload, or the first start of this fetcher beside a running nginx)."""
+        current = self.publisher.current()
+        if current is None or current == self.state.served or self.s.reload_pidfile is None:
+            return False
+        return await asyncio.to_thread(nginx_started_at, self.s.reload_pidfile) is not None
+
     def _record(self, version: str, digest: str) -> None:
         self.metrics.published.info({"version": version, "sha256": digest})
 
+    def _pin(self) -> None:
+        """Garbage collection keeps what nginx serves and the rollback target."""
+        self.publisher.pinned = {
+            p.version for p in (self.state.served, self.rollback_to) if p is not None
+        }
+
+    async def _save(self, state: ServedState) -> None:
+        self.state = state
+        self._pin()
+        self.metrics.set_served(state.served)
+        self.metrics.rejected.set(1 if state.rejected is not None else 0)
+        try:
+            await asyncio.to_thread(self.store.save, state)
+        except OSError as exc:
+            log.warning(
+                "cannot record what nginx serves", extra=kv(dest=str(self.s.dest), error=str(exc))
+            )
+
+    def _observe_nginx(self) -> bool:
+        """nginx loads ``..data`` when its master starts: a master started after the last swap
+        serves the current version. Returns whether the state changed (to be saved)."""
+        if self.s.reload_pidfile is None:
+            return False
+        current = self.publisher.current()
+        if current is None or self.state.served == current:
+            return False
+        started, swapped = nginx_started_at(self.s.reload_pidfile), self.publisher.swapped_at()
+        if started is None or swapped is None or started < swapped:
+            return False
+        self.state = self.state.accept(current)
+        self.rollback_to = None
+        return True
+
+    def _readiness(self) -> None:
+        current = self.publisher.current()
+        if current is None:
+            detail = "starting" if self.unreachable is None else f"starting: {self.unreachable}"
+            self.ctx.health.set_ready(False, detail)
+            return
+        detail = f"published {current.version}"
+        if self.unreachable is not None:
+            detail += f"; source unreachable, serving what is published: {self.unreachable}"
+        self.ctx.health.set_ready(True, detail)
+
     def _succeeded(self, result: str) -> None:
         self.metrics.checks.labels(result).inc()
-        self.metrics.last_success.set(time.time())
+        self.metrics.succeeded()
         self.ctx.health.progress()
-        if self.publisher.current() is not None:
-            self.ctx.health.set_ready(True, "published")
+        self._readiness()
+        if result == "rejected":
+            self.metrics.rejected.set(1)
 
     def _failed(self, exc: FetchError) -> None:
         self.metrics.checks.labels("failed").inc()
         self.metrics.failures.labels(exc.stage).inc()
+        self.ctx.health.progress()  # a failed attempt is progress of our own loop too
+        self._readiness()
+
+    async def restore(self) -> None:
+        """At every start: links consistent with ``..data``, the served state read back, and a
+        version nginx rejected (a crash before the rollback finished) switched back."""
+        for change in await asyncio.to_thread(self.publisher.repair):
+            log.warning("repaired a top-level link", extra=kv(dest=str(self.s.dest), change=change))
+        state, problem = await asyncio.to_thread(self.store.load)
+        if problem is not None:
+            log.warning("served state not usable, set aside", extra=kv(reason=problem))
+        self.state = state
+        await self._settle()
+        if await asyncio.to_thread(self._observe_nginx):
+            await self._save(self.state)
+        self._pin()
+        self.metrics.set_served(self.state.served)
+        self.metrics.rejected.set(1 if self.state.rejected is not None else 0)
+        current = self.publisher.current()
+        if current is not None:
+            self._record(current.version, current.digest)
+        # A verified version on the volume is enough to serve: ready whatever the origin does.
+        self._readiness()
 
     async def run(self) -> int:
         try:
             try:
                 await asyncio.to_thread(self.publisher.prepare)
+                await self.restore()
             except FetchError as exc:
                 log.error("cannot publish", extra=kv(reason=exc.reason, dest=str(self.s.dest)))
                 return 1
-            current = self.publisher.current()
-            if current is not None:
-                self._record(current.version, current.digest)
             return await (self.run_once() if self.s.once else self.run_watch())
         finally:
             await self.source.close()
@@ -161,6 +265,16 @@ class Fetcher:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+
+    async def _idle(self, seconds: float, wake: asyncio.Event) -> None:
+        """The wait between two attempts is where the loop belongs: it counts as progress, so
+        /healthz measures only how long one attempt takes, whatever --interval is."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0 and not self.ctx.stop.is_set() and not wake.is_set():
+            self.ctx.health.progress()
+            await self._sleep(min(left, _IDLE_TICK), wake)
+        self.ctx.health.progress()
 
     async def run_once(self) -> int:
         deadline = Deadline(self.s.deadline)
@@ -184,6 +298,15 @@ class Fetcher:
                 self._succeeded(result)
                 if result == "unchanged":
                     log.info("already published", extra=kv(dest=str(self.s.dest)))
+                elif result == "rejected":
+                    assert self.state.rejected is not None
+                    log.warning(
+                        "the source still holds the content nginx rejected; not publishing it",
+                        extra=kv(
+                            sha256=self.state.rejected.digest,
+                            nginx_error=self.state.rejected.reason,
+                        ),
+                    )
                 return 0
             self._failed(exc)
             delay = self.backoff.delay(attempt)
@@ -219,24 +342,99 @@ class Fetcher:
             await self._sleep(delay)
 
     async def reload(self) -> None:
-        if self.s.reload_pidfile is not None:
-            try:
-                pid = await asyncio.to_thread(signal_pidfile, self.s.reload_pidfile)
-            except ReloadError as exc:
-                self.metrics.reloads.labels("signal", exc.result).inc()
-                log.warning("reload skipped", extra=kv(method="signal", reason=exc.reason))
+        """Reload nginx onto ``..data`` and see it take it; a rejected version is rolled back."""
+        if self.s.reload_pidfile is None and self.s.reload_webhook is None:
+            return  # nginx is not ours to reload (it may poll the volume itself)
+        async with self.lock:
+            if await asyncio.to_thread(self._observe_nginx):
+                await self._save(self.state)
+            current = self.publisher.current()
+            if current is None or current == self.state.served:
+                return  # nginx already serves it (started after the swap)
+            outcome = await reload_verified(
+                pidfile=self.s.reload_pidfile,
+                webhook=self.s.reload_webhook,
+                error_log=self.s.nginx_error_log,
+                http_timeout=self.s.timeout,
+                verify_timeout=self.s.reload_timeout,
+            )
+            if outcome.result == "ok":
+                self.rollback_to = None
+                await self._save(self.state.accept(current))
+                log.info(
+                    "reloaded nginx",
+                    extra=kv(
+                        method=outcome.method,
+                        pid=outcome.pid,
+                        version=current.version,
+                        verified=outcome.verified,
+                        detail=outcome.detail,
+                    ),
+                )
+            elif outcome.result == "rejected":
+                await self._roll_back(current, outcome.detail)
+            elif outcome.result == "no_target":
+                # Not running yet (or gone): it loads ..data when it starts.
+                log.info("reload skipped", extra=kv(method=outcome.method, reason=outcome.detail))
             else:
-                self.metrics.reloads.labels("signal", "ok").inc()
-                log.info("reloaded nginx", extra=kv(method="signal", pid=pid))
-        if self.s.reload_webhook is not None:
-            try:
-                status = await post_webhook(self.s.reload_webhook, self.s.timeout)
-            except ReloadError as exc:
-                self.metrics.reloads.labels("webhook", exc.result).inc()
-                log.warning("reload failed", extra=kv(method="webhook", reason=exc.reason))
-            else:
-                self.metrics.reloads.labels("webhook", "ok").inc()
-                log.info("reloaded nginx", extra=kv(method="webhook", status=status))
+                log.warning("reload failed", extra=kv(method=outcome.method, reason=outcome.detail))
+            # Counted once handled: a "rejected" seen here means the volume is back already.
+            self.metrics.reloads.labels(outcome.method, outcome.result).inc()
+
+    async def _roll_back(self, current: Published, nginx_error: str) -> None:
+        target = self.state.served or self.rollback_to
+        rejected = Rejected(digest=current.digest, version=current.version, reason=nginx_error)
+        if target is None or target == current:
+            await self._save(self.state.reject(rejected))
+            log.error(
+                "nginx rejected the new config; no accepted version to switch back to",
+                extra=kv(version=current.version, nginx_error=nginx_error, result="rejected"),
+            )
+            return
+        # Recorded first: a crash before the switch below is finished at the next start.
+        # nginx kept serving ``target`` from memory: no signal needed, only the volume moves back.
+        await self._save(self.state.accept(target).reject(rejected))
+        self.rollback_to = None
+        switched = await self._settle()
+        log.error(
+            f"nginx rejected the new config, {'rolled back' if switched else 'NOT rolled back'}: "
+            f"{nginx_error}",
+            extra=kv(
+                result="rejected",
+                version=current.version,
+                sha256=current.digest,
+                nginx_error=nginx_error,
+                rolled_back_to=target.version if switched else None,
+            ),
+        )
+
+    async def _settle(self) -> bool:
+        """``..data`` holding content nginx refused goes back to the version nginx serves (a
+        rollback, or one a crash cut short). Returns False only when that switch failed."""
+        current = self.publisher.current()
+        rejected, served = self.state.rejected, self.state.served
+        if (
+            current is None
+            or rejected is None
+            or served is None
+            or current.digest != rejected.digest
+            or current == served
+        ):
+            return True
+        try:
+            await asyncio.to_thread(self.publisher.switch_to, served.version)
+        except FetchError as exc:
+            log.error(
+                "cannot switch back to the version nginx serves",
+                extra=kv(version=served.version, reason=exc.reason),
+            )
+            return False
+        self._record(served.version, served.digest)
+        log.info(
+            "switched back to the version nginx serves",
+            extra=kv(rejected=current.version, version=served.version),
+        )
+        return True
 
     async def run_watch(self) -> int:
         debouncer = Debouncer(self.reload, self.s.reload_debounce)
@@ -251,6 +449,8 @@ class Fetcher:
             # watches before its first await): let that step run before the first check, so a
             # change made right after /readyz turns 200 cannot slip between check and arming.
             await asyncio.sleep(0)
+        if await self._unconfirmed():
+            debouncer.trigger()  # published before a crash or a restart, never seen loaded
         attempt = 0
         try:
             while not self.ctx.stop.is_set():
@@ -272,7 +472,12 @@ class Fetcher:
                     self._succeeded(result)
                     if result == "published":
                         debouncer.trigger()
-                await self._sleep(delay, wake=changed)
+                if not debouncer.pending:
+                    async with self.lock:
+                        await self._settle()  # a switch back that failed is retried
+                        if await asyncio.to_thread(self._observe_nginx):
+                            await self._save(self.state)  # nginx (re)started on ..data
+                await self._idle(delay, wake=changed)
             await debouncer.flush()  # a change published just before SIGTERM still reloads
             return 0
         finally:
@@ -328,5 +533,5 @@ def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
         lambda ctx: Fetcher(ctx, environ).run(),
         argv,
         environ,
-        stale_after=lambda s: s.stale_after if s.watch else None,
+        stale_after=lambda s: s.stuck_after if s.watch else None,
     )

@@ -78,6 +78,9 @@ class Publisher:
     def __init__(self, dest: Path, keep_versions: int = 2) -> None:
         self.dest = dest
         self.keep_versions = keep_versions
+        # Versions garbage collection never removes, whatever --keep-versions says: the one
+        # nginx serves (the rollback target while a new version is being verified).
+        self.pinned: set[str] = set()
 
     def prepare(self) -> None:
         """Create ``dest`` if needed, check it is writable, clear leftovers of a crashed run."""
@@ -99,6 +102,64 @@ class Publisher:
             return Published(version=version, digest=str(manifest["digest"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def swapped_at(self) -> float | None:
+        """When ``..data`` last changed (the symlink's own mtime: each swap creates it anew)."""
+        try:
+            return os.lstat(self.dest / DATA).st_mtime
+        except OSError:
+            return None
+
+    def repair(self) -> list[str]:
+        """Make the top-level links agree with ``..data`` (a crash between the swap and the
+        links leaves new names missing and removed ones dangling). Returns what it changed."""
+        version = self._data_target()
+        if version is None:
+            return []
+        return self._link_names(self._version_names(version))
+
+    def switch_to(self, version: str) -> None:
+        """Point ``..data`` back at an earlier, complete version (a rollback), links included."""
+        if not (self.dest / version / MANIFEST).is_file():
+            raise PublishError(f"cannot switch {self.dest}/{DATA} to {version}: it is not on disk")
+        try:
+            _replace_symlink(self.dest / DATA, version)
+            self._link_names(self._version_names(version))
+            _fsync_dir(self.dest)
+        except OSError as exc:
+            raise PublishError(f"switching {self.dest}/{DATA} to {version}: {exc}") from None
+
+    def _data_target(self) -> str | None:
+        try:
+            return os.readlink(self.dest / DATA)
+        except OSError:
+            return None
+
+    def _version_names(self, version: str) -> set[str]:
+        try:
+            return {c.name for c in (self.dest / version).iterdir() if not c.name.startswith("..")}
+        except OSError:
+            return set()
+
+    def _link_names(self, names: set[str]) -> list[str]:
+        """Create the missing ``NAME -> ..data/NAME`` links and remove ours that name nothing in
+        ``names``; never touches a path we did not create."""
+        changed = []
+        for name in sorted(names):
+            link = self.dest / name
+            if not link.is_symlink() and not link.exists():
+                _replace_symlink(link, f"{DATA}/{name}")
+                changed.append(f"linked {name}")
+        for child in sorted(self.dest.iterdir()):
+            if (
+                child.name not in names
+                and not child.name.startswith("..")
+                and child.is_symlink()
+                and os.readlink(child) == f"{DATA}/{child.name}"
+            ):
+                child.unlink()
+                changed.append(f"unlinked {child.name}")
+        return changed
 
     def publish(self, bundle: Bundle, digest: str, meta: dict[str, object]) -> Published:
         self._check_foreign(bundle)
@@ -176,7 +237,7 @@ class Publisher:
             and c.is_dir()
             and not c.is_symlink()
         )
-        old = [v for v in versions if v not in keep]
+        old = [v for v in versions if v not in keep and v not in self.pinned]
         for name in old[: max(0, len(old) - self.keep_versions)]:
             self._remove(self.dest / name)
 

@@ -1,5 +1,6 @@
 """Telling nginx about a new version: SIGHUP to its master (pid file on a shared volume, with
-``shareProcessNamespace: true``) or a POST to a webhook; bursts debounced into one reload."""
+``shareProcessNamespace: true``) or a POST to a webhook; bursts debounced into one reload; then
+watching nginx take it or refuse it (reload_check.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from sidecars.config_fetcher import reload_check
 from sidecars.runtime.logs import kv
 
 log = logging.getLogger("sidecars.config_fetcher.reload")
@@ -36,9 +40,9 @@ def read_pid(pidfile: Path) -> int:
     return int(text)
 
 
-def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
-    """SIGHUP the pid in ``pidfile``, but only if it still is an nginx process: a stale pid file
-    must not make us signal whatever process reused that pid."""
+def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
+    """The pid in ``pidfile``, but only if it still is an nginx process: a stale pid file must
+    not make us signal whatever process reused that pid."""
     pid = read_pid(pidfile)
     try:
         cmdline = (proc / str(pid) / "cmdline").read_bytes()
@@ -52,6 +56,22 @@ def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
         raise ReloadError(f"cannot inspect pid {pid}: {exc}", "error") from None
     if b"nginx" not in cmdline:
         raise ReloadError(f"pid {pid} from {pidfile} is not nginx; not signalling it", "error")
+    return pid
+
+
+def nginx_started_at(pidfile: Path, proc: Path = Path("/proc")) -> float | None:
+    """When the running nginx master started (its pid file is written once it has loaded its
+    config), or None when no nginx runs."""
+    try:
+        find_master(pidfile, proc)
+        return pidfile.stat().st_mtime
+    except (ReloadError, OSError):
+        return None
+
+
+def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
+    """SIGHUP the nginx master named by ``pidfile`` (see find_master)."""
+    pid = find_master(pidfile, proc)
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
@@ -72,6 +92,99 @@ async def post_webhook(url: str, timeout_s: float) -> int:
             return response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ReloadError(f"POST {url}: {type(exc).__name__}: {exc}", "error") from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # metric label: ok, rejected, no_target, error
+    method: str  # signal, webhook
+    detail: str  # nginx's own error line when rejected; what was seen otherwise
+    verified: bool = False  # nginx was seen to take it (not merely signalled)
+    pid: int | None = None
+
+
+_POLL = 0.05
+_CHUNK = 64 * 1024  # error-log bytes read per poll: the memory a log flood can cost
+
+
+async def reload_verified(
+    *,
+    pidfile: Path | None,
+    webhook: str | None,
+    error_log: Path | None,
+    http_timeout: float,
+    verify_timeout: float,
+    max_log_bytes: int = 8 * 1024**2,
+    proc: Path = Path("/proc"),
+) -> Outcome:
+    """Signal (and/or POST) nginx, then wait up to ``verify_timeout`` for its verdict: new
+    workers replacing the old ones (accepted) or an ``[emerg]`` line from its master in the
+    error log since the signal (rejected). With the master's pid unknown (webhook only) the
+    error log alone decides; with neither, the reload is only sent (``verified`` False)."""
+    method = "signal" if pidfile is not None else "webhook"
+    master = None
+    if pidfile is not None:
+        try:
+            master = await asyncio.to_thread(find_master, pidfile, proc)
+        except ReloadError as exc:
+            return Outcome(exc.result, method, exc.reason)
+    before = await asyncio.to_thread(reload_check.workers, master, proc) if master else {}
+    mark = await asyncio.to_thread(reload_check.mark_log, error_log)
+    try:
+        if master is not None:
+            try:
+                os.kill(master, signal.SIGHUP)
+            except OSError as exc:
+                raise ReloadError(
+                    f"cannot signal nginx pid {master}: {exc.strerror}", "error"
+                ) from None
+        if webhook is not None:
+            await post_webhook(webhook, http_timeout)
+    except ReloadError as exc:
+        return Outcome(exc.result, method, exc.reason, pid=master)
+    if master is None and mark is None:
+        return Outcome("ok", method, "sent (no pid and no error log to verify it)")
+    scan = reload_check.LogScan(master)
+    budget = max_log_bytes
+    deadline = time.monotonic() + verify_timeout
+
+    def look() -> Outcome | None:
+        nonlocal mark, budget
+        # Workers first, log second: nginx logs a rejection before it would fork new workers.
+        now = reload_check.workers(master, proc) if master else {}
+        if master is not None and not (proc / str(master)).exists():
+            return Outcome("no_target", method, f"nginx master {master} exited", pid=master)
+        while mark is not None and budget > 0:
+            data, mark = reload_check.read_appended(mark, min(_CHUNK, budget))
+            if not data:
+                break
+            budget -= len(data)
+            scan.feed(data)
+        if scan.rejections:
+            return Outcome("rejected", method, scan.rejections[0], verified=True, pid=master)
+        if master is not None and reload_check.replaced(before, now):
+            new = sorted(set(now) - set(before))
+            return Outcome("ok", method, f"new workers {new}", verified=True, pid=master)
+        if master is None and scan.started_workers:
+            return Outcome("ok", method, "nginx started new workers", verified=True)
+        return None
+
+    while True:
+        outcome = await asyncio.to_thread(look)
+        if outcome is not None:
+            return outcome
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(_POLL)
+    if master is not None:
+        return Outcome(
+            "rejected",
+            method,
+            f"no new worker processes within {verify_timeout:g}s of the signal",
+            verified=True,
+            pid=master,
+        )
+    return Outcome("ok", method, f"no [emerg] in the error log within {verify_timeout:g}s")
 
 
 class Debouncer:

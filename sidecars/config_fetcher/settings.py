@@ -34,6 +34,10 @@ def parse_ca_file(raw: str) -> Path:
     return Path(raw)
 
 
+def parse_optional_path(raw: str) -> Path | None:
+    return None if raw.strip().lower() in ("off", "") else Path(raw)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings(CommonSettings):
     """Fetch nginx config/content, verify it and publish it atomically into a shared volume.
@@ -100,7 +104,15 @@ class Settings(CommonSettings):
     )
     stale_after: float = setting(
         300.0,
-        help="--watch: /healthz fails when no check succeeded for this many seconds",
+        help="--watch: config_fetcher_stale turns 1 when no check succeeded for this many seconds "
+        "(an alert: the origin may be down; liveness does not depend on it)",
+        parse=parse_positive_duration,
+        metavar="SECONDS",
+    )
+    stuck_after: float = setting(
+        300.0,
+        help="--watch: /healthz fails when one attempt of the fetcher's own loop (fetch, "
+        "publish, reload check; successful or not) has not finished for this many seconds",
         parse=parse_positive_duration,
         metavar="SECONDS",
     )
@@ -150,6 +162,20 @@ class Settings(CommonSettings):
     reload_webhook: str | None = setting(
         None, help="--watch: POST to this URL after a change", parse=parse_http_url, metavar="URL"
     )
+    nginx_error_log: Path | None = setting(
+        Path("/var/log/nginx/error.log"),
+        help="--watch: nginx's error log; what it appends after a reload is read (bounded) for "
+        "the [emerg] of a rejected config; 'off' to rely on the worker check alone",
+        parse=parse_optional_path,
+        metavar="PATH",
+    )
+    reload_timeout: float = setting(
+        10.0,
+        help="--watch: how long nginx has to show it took a reload (new workers, no [emerg]) "
+        "before the version counts as rejected and is rolled back",
+        parse=parse_positive_duration,
+        metavar="SECONDS",
+    )
     reload_debounce: float = setting(
         1.0,
         help="--watch: a burst of changes within this many seconds gives one reload",
@@ -189,10 +215,22 @@ class Settings(CommonSettings):
         if self.watch and self.stale_after <= self.interval:
             raise ValueError(
                 f"--stale-after ({self.stale_after:g}s) must be longer than --interval "
-                f"({self.interval:g}s), or /healthz would fail between two checks"
+                f"({self.interval:g}s), or the fetcher would look stale between two checks"
+            )
+        # One attempt: a fetch (--timeout), waiting out a reload being verified (a webhook's
+        # --timeout plus --reload-timeout); the sleep between attempts marks progress every second.
+        longest = 2 * self.timeout + self.reload_timeout + 1
+        if self.watch and self.stuck_after <= longest:
+            raise ValueError(
+                f"--stuck-after ({self.stuck_after:g}s) must be longer than 2 x --timeout + "
+                f"--reload-timeout + 1 ({longest:g}s), or /healthz would fail during a slow but "
+                "healthy attempt"
             )
         if is_url(self.source):
-            parse_http_url(self.source)
+            try:
+                parse_http_url(self.source)
+            except ValueError as exc:
+                raise ValueError(f"--source (CONFIG_FETCHER_SOURCE): {exc}") from None
         elif "://" in self.source:
             raise ValueError(f"--source {self.source!r}: only http://, https:// and local paths")
         else:

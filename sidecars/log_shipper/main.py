@@ -47,8 +47,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sidecars.log_shipper.formats import LineFormats
 from sidecars.log_shipper.metrics import PipelineCollector, ShipperMetrics
 from sidecars.log_shipper.pipeline import SinkPipeline
+from sidecars.log_shipper.rotate import Rotator, rotated_patterns
 from sidecars.log_shipper.settings import PART, Settings
 from sidecars.log_shipper.sinks import build_sink
 from sidecars.log_shipper.sinks.options import SinkOptions
@@ -58,6 +60,7 @@ from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Deadline
 from sidecars.runtime.envexpand import expand as expand_env
 from sidecars.runtime.logs import kv
+from sidecars.runtime.secrets import make_undumpable
 
 log = logging.getLogger("sidecars.log_shipper")
 
@@ -79,6 +82,11 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
         loki_password=settings.loki_password,
         loki_bearer_token=settings.loki_bearer_token,
         http_headers=dict(settings.http_header),
+        loki_password_file=settings.loki_password_file,
+        loki_bearer_token_file=settings.loki_bearer_token_file,
+        http_header_files=settings.http_header_file,
+        http_username=settings.http_username,
+        http_password_file=settings.http_password_file,
         ca_file=settings.ca_file,
         # $HOSTNAME is the Pod's name; anything RFC 5424 does not allow becomes "_".
         hostname=settings.hostname or clean_header_field("hostname", environ.get("HOSTNAME", "")),
@@ -98,6 +106,7 @@ class Shipper:
         self.settings: Settings = ctx.settings
         self.environ = environ
         self.pipelines: list[SinkPipeline] = []
+        self.rotator: Rotator | None = None
 
     async def run(self) -> int:
         settings = self.settings
@@ -119,8 +128,25 @@ class Shipper:
             log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
             return 1
         metrics = ShipperMetrics(self.ctx.registry)
+        formats = LineFormats(settings.parser)
+        # With rotation on, the readers also follow the rotated files (after a restart too).
+        patterns = [*settings.paths, *rotated_patterns(settings.paths)]
         for spec, sink in sinks:
-            self.pipelines.append(SinkPipeline(spec, sink, settings, checkpointer, metrics))
+            pipeline = SinkPipeline(
+                spec,
+                sink,
+                settings,
+                checkpointer,
+                metrics,
+                formats=formats,
+                patterns=patterns if settings.rotate_bytes else None,
+            )
+            self.pipelines.append(pipeline)
+        self.rotator = (
+            Rotator(settings, checkpointer, lambda: self.pipelines, metrics)
+            if settings.rotate_bytes
+            else None
+        )
         self.ctx.registry.register(PipelineCollector(lambda: self.pipelines, checkpointer))
         started = []
         try:
@@ -141,6 +167,7 @@ class Shipper:
         readers = [asyncio.create_task(p.read(reading_stop)) for p in self.pipelines]
         senders = [asyncio.create_task(p.send(reading_stop)) for p in self.pipelines]
         keeper = asyncio.create_task(self._keep_state(checkpointer))
+        rotating = asyncio.create_task(self.rotator.run()) if self.rotator else None
         log.info(
             "shipping",
             extra=kv(
@@ -171,6 +198,8 @@ class Shipper:
             )
             await asyncio.gather(*pending, return_exceptions=True)
         stopped.cancel()
+        if rotating is not None:
+            rotating.cancel()
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
@@ -200,6 +229,10 @@ class Shipper:
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> int:
+    # First: nginx, same UID in the same PID namespace, must not read this process's
+    # environment or walk into its filesystem (its Secret volume) through /proc/<pid>.
+    make_undumpable()
+
     def body(ctx: lifecycle.Context) -> Any:
         return Shipper(ctx, environ).run()
 

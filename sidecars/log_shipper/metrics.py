@@ -62,6 +62,31 @@ class ShipperMetrics:
             registry=registry,
         )
 
+        # Rotation and retention (--rotate-bytes, --max-held-bytes: rotate.py).
+        self.rotations = counter(
+            "log_shipper_rotations_total",
+            "Rotations of a tailed file by the shipper, by result (ok; no_master: no nginx "
+            "master to signal, so not renamed; error: rename or signal failed).",
+            ["result"],
+        )
+        self.dropped_bytes = counter(
+            "log_shipper_dropped_bytes_total",
+            "Bytes of log never delivered to the sink, by reason (retention: a rotated file "
+            "deleted unread to keep under --max-held-bytes).",
+            ["sink", "reason"],
+        )
+        self.held_bytes = Gauge(
+            "log_shipper_held_bytes",
+            "Log bytes kept on the volume for the sinks: rotated files not yet deleted plus the "
+            "part of the live files the slowest sink has not acknowledged.",
+            registry=registry,
+        )
+        self.rotated_files = Gauge(
+            "log_shipper_rotated_files",
+            "Rotated files on the volume waiting for every sink's acknowledgement.",
+            registry=registry,
+        )
+
     def register_sink(self, sink: str) -> None:
         for family in (
             self.read_lines,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecars.log_shipper.batching import Batcher
+from sidecars.log_shipper.formats import LineFormats
 from sidecars.log_shipper.metrics import ShipperMetrics
 from sidecars.log_shipper.queue import ByteQueue
 from sidecars.log_shipper.settings import Settings
@@ -71,15 +72,19 @@ class SinkPipeline:
         settings: Settings,
         checkpointer: Checkpointer,
         metrics: ShipperMetrics,
+        *,
+        formats: LineFormats | None = None,
+        patterns: list[str] | None = None,
     ) -> None:
         self.key = spec.key
         self.sink = sink
         self.settings = settings
         self.checkpointer = checkpointer
         self.metrics = metrics
-        self.parser = settings.parser
+        # One LineFormats for all sinks (main.py), so each file's format is detected once.
+        self.formats = formats if formats is not None else LineFormats(settings.parser)
         self.tailer = Tailer(
-            settings.paths,
+            patterns if patterns is not None else settings.paths,
             positions=checkpointer.positions(self.key),
             start_at=settings.start_position,  # type: ignore[arg-type]
             max_line_bytes=settings.max_line_bytes,
@@ -154,13 +159,9 @@ class SinkPipeline:
             texts = list(map(bytes.decode, chunk.lines))
         except UnicodeDecodeError:
             texts = [line.decode("utf-8", "replace") for line in chunk.lines]
-        fields = None
-        if self.parser is not None:
-            parse = self.parser.parse
-            fields = [parse(text) for text in texts]
-            unparsed = fields.count(None)
-            if unparsed:
-                self._unparsed.inc(unparsed)
+        fields, unparsed = self.formats.parse(fingerprint, stream.path, texts)
+        if unparsed:
+            self._unparsed.inc(unparsed)
         stamps = stamper.stamp(texts, fields, chunk.bounds)
         self._read_lines.inc(len(texts))
         self._read_bytes.inc(chunk.end - chunk.start)

@@ -6,6 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sidecars.log_shipper.sinks import SinkSpec, parse_sink
 from sidecars.runtime.lifecycle import CommonSettings, parse_listen
@@ -16,7 +17,8 @@ from sidecars.runtime.parsers import (
     parse_positive_duration,
     parse_positive_size,
 )
-from sidecars.runtime.settings import setting
+from sidecars.runtime.secrets import FileSecret, file_secret
+from sidecars.runtime.settings import env_prefix, setting
 
 PART = "log-shipper"
 
@@ -43,7 +45,46 @@ def parse_header(raw: str) -> tuple[str, str]:
     name = name.strip()
     if not sep or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
         raise ValueError("expected 'Name: value'")
-    return name, value.strip()
+    return name, check_header_value(value.strip())
+
+
+# A line break would end the header (and start another: header injection); other control
+# characters and text beyond latin-1 cannot be sent in an HTTP/1.1 header at all.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+def check_header_value(value: str) -> str:
+    if not _HEADER_VALUE.fullmatch(value):
+        raise ValueError("a header value holds only printable latin-1 text, no line breaks")
+    return value
+
+
+def parse_credential(raw: str) -> str:
+    """A password or token given inline; it ends up in an HTTP header (a token as is)."""
+    if not raw:
+        raise ValueError("empty")
+    return check_header_value(raw)
+
+
+def parse_username(raw: str) -> str:
+    if not raw or ":" in raw:
+        raise ValueError("a basic auth user is not empty and holds no ':'")
+    return check_header_value(raw)
+
+
+def parse_header_file(raw: str) -> FileSecret[tuple[str, str]]:
+    """One 'Name: value' header; a rotation may change its value, not its name (the name is
+    checked against the other headers at start)."""
+    first: list[str] = []
+
+    def parse(text: str) -> tuple[str, str]:
+        name, value = parse_header(text)
+        if first and name.lower() != first[0].lower():
+            raise ValueError(f"now names header {name}, was {first[0]}: restart to rename it")
+        first[:] = [name]
+        return name, value
+
+    return file_secret("--http-header-file", parse)(raw)
 
 
 def parse_gzip_level(raw: str) -> int:
@@ -75,12 +116,75 @@ def parse_ca_file(raw: str) -> str:
 
 
 def parse_format(raw: str) -> Any:
-    """A preset name (combined, json, sidecars), ``none``, or an nginx log_format definition."""
+    """A preset name (combined, json, sidecars), ``auto``, ``none``, or an nginx log_format
+    definition."""
+    from sidecars.runtime.log_format_detect import AUTO
     from sidecars.runtime.nginx_log import load_log_format
 
     if raw.strip().lower() in ("", "none", "off"):
         return None
+    if raw.strip().lower() == AUTO:
+        return AUTO
     return load_log_format(raw)
+
+
+def _named(field: str) -> str:
+    return f"--{field.replace('_', '-')} ({env_prefix(PART)}{field.upper()})"
+
+
+def _one_of(a: str, b: str, why: str = "give one") -> ValueError:
+    return ValueError(f"{a} and {b} are exclusive: {why}")
+
+
+def check_credentials(s: Settings) -> None:
+    """Each credential comes from one place; a password needs a user; a token replaces one."""
+    for kind in ("loki", "http"):
+        urls = [urlsplit(spec.url) for spec in s.sink if spec.kind == kind and spec.url]
+        url_user = any(parts.username is not None for parts in urls)
+        url_password = any(parts.password is not None for parts in urls)
+        in_url = f"{_named('sink')} {kind}=URL's"
+        username = getattr(s, f"{kind}_username")
+        passwords = [f for f in (f"{kind}_password", f"{kind}_password_file") if hasattr(s, f)]
+        given = [f for f in passwords if getattr(s, f) is not None]
+        if len(given) == 2:
+            raise _one_of(*map(_named, given))
+        if username is not None and url_user:
+            raise _one_of(_named(f"{kind}_username"), f"{in_url} user")
+        if given and url_password:
+            raise _one_of(_named(given[0]), f"{in_url} password")
+        if given and username is None and not url_user:
+            raise ValueError(
+                f"{_named(given[0])} needs a user: {_named(f'{kind}_username')} or "
+                f"{kind}=https://USER@host"
+            )
+        has_user = username is not None or url_user
+        if kind == "loki":
+            tokens = [f for f in ("loki_bearer_token", "loki_bearer_token_file") if getattr(s, f)]
+            if len(tokens) == 2:
+                raise _one_of(*map(_named, tokens))
+            if tokens and has_user:
+                user = _named("loki_username") if username is not None else f"{in_url} user"
+                raise _one_of(_named(tokens[0]), user, "a bearer token replaces basic auth")
+        else:
+            inline = {name.lower() for name, _ in s.http_header}
+            from_files = {secret.get()[0].lower(): secret for secret in s.http_header_file}
+            clash = sorted(inline & set(from_files))
+            if clash:
+                raise _one_of(
+                    _named("http_header"), _named("http_header_file"), f"both set header {clash[0]}"
+                )
+            if has_user and "authorization" in inline | set(from_files):
+                where = "http_header" if "authorization" in inline else "http_header_file"
+                raise _one_of(
+                    _named(where), "basic auth (a user)", "both set the Authorization header"
+                )
+
+
+def parse_optional_size(raw: str) -> int:
+    """A size, or 0 / ``off`` for "not set"."""
+    if raw.strip().lower() in ("0", "off", "none", ""):
+        return 0
+    return parse_positive_size(raw)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -121,9 +225,10 @@ class Settings(CommonSettings):
         parse=choice("beginning", "end"),
     )
     format: Any = setting(
-        None,
-        help="parse lines into fields: combined, json, sidecars (nginx.conf's format) or none; "
-        "unparseable lines are shipped raw and counted",
+        "auto",
+        help="parse lines into fields: auto (detect combined, sidecars or json per file from its "
+        "first lines), combined, json, sidecars (nginx.conf's format) or none; unparseable "
+        "lines are shipped raw, counted and the first one per file logged",
         parse=parse_format,
         metavar="NAME",
     )
@@ -214,19 +319,66 @@ class Settings(CommonSettings):
         repeatable=True,
         metavar="NAME=VALUE",
     )
-    loki_tenant: str | None = setting(None, help="X-Scope-OrgID header for multi-tenant Loki")
-    loki_username: str | None = setting(None, help="basic auth user for Loki")
-    loki_password: str | None = setting(None, help="basic auth password for Loki", secret=True)
+    loki_tenant: str | None = setting(
+        None, help="X-Scope-OrgID header for multi-tenant Loki", parse=check_header_value
+    )
+    # Credentials: each inline form also as a file (a mounted Secret), re-read when it changes.
+    # The inline forms are visible in /proc/<pid>/environ or cmdline (see README, Security).
+    loki_username: str | None = setting(
+        None,
+        help="basic auth user for Loki (or give it in the URL: loki=https://USER@host)",
+        parse=parse_username,
+    )
+    loki_password: str | None = setting(
+        None,
+        help="basic auth password for Loki (prefer --loki-password-file)",
+        parse=parse_credential,
+        secret=True,
+    )
+    loki_password_file: FileSecret[str] | None = setting(
+        None,
+        help="file holding the basic auth password for Loki, re-read when it changes",
+        parse=file_secret("--loki-password-file", parse_credential),
+        metavar="PATH",
+    )
     loki_bearer_token: str | None = setting(
-        None, help="bearer token for Loki (instead of basic auth)", secret=True
+        None,
+        help="bearer token for Loki, instead of basic auth (prefer --loki-bearer-token-file)",
+        parse=parse_credential,
+        secret=True,
+    )
+    loki_bearer_token_file: FileSecret[str] | None = setting(
+        None,
+        help="file holding the bearer token for Loki, re-read when it changes",
+        parse=file_secret("--loki-bearer-token-file", parse_credential),
+        metavar="PATH",
     )
     http_header: tuple[tuple[str, str], ...] = setting(
         (),
-        help="extra header for the http sink, 'Name: value' (e.g. Authorization)",
+        help="extra header for the http sink, 'Name: value' (secrets: --http-header-file)",
         parse=parse_header,
         repeatable=True,
         secret=True,
         metavar="HEADER",
+    )
+    http_header_file: tuple[FileSecret[tuple[str, str]], ...] = setting(
+        (),
+        help="file holding one extra header for the http sink, 'Name: value' (e.g. "
+        "'Authorization: Bearer ...'), re-read when it changes; repeat for more headers",
+        parse=parse_header_file,
+        repeatable=True,
+        metavar="PATH",
+    )
+    http_username: str | None = setting(
+        None,
+        help="basic auth user for the http sink (or give it in the URL: https://USER@host)",
+        parse=parse_username,
+    )
+    http_password_file: FileSecret[str] | None = setting(
+        None,
+        help="file holding the basic auth password for the http sink, re-read when it changes",
+        parse=file_secret("--http-password-file", parse_credential),
+        metavar="PATH",
     )
     ca_file: str | None = setting(
         None,
@@ -242,6 +394,31 @@ class Settings(CommonSettings):
         parse=parse_syslog_hostname,
     )
 
+    rotate_bytes: int = setting(
+        0,
+        help="rotate a tailed file once it is this large (e.g. 64MiB): rename it to "
+        "NAME.<UTC time>, then SIGUSR1 the nginx master (shared PID namespace) to reopen its logs; "
+        "the renamed file is deleted once every sink has acknowledged all of it. 0: off",
+        parse=parse_optional_size,
+        metavar="SIZE",
+    )
+    max_held_bytes: int = setting(
+        0,
+        help="cap on log bytes kept on the volume for lagging sinks (rotated files plus the "
+        "unacknowledged part of the live ones); past it the oldest rotated files are deleted "
+        "and their unread bytes counted as dropped (reason retention). Needs --rotate-bytes. "
+        "0: no cap",
+        parse=parse_optional_size,
+        metavar="SIZE",
+    )
+    nginx_pidfile: Path | None = setting(
+        None,
+        help="--rotate-bytes: the nginx master's pid file; default: find the master in /proc "
+        "(the one holding the rotated file open)",
+        parse=Path,
+        metavar="PATH",
+    )
+
     def check(self) -> None:
         if not self.sink:
             raise ValueError("--sink (LOG_SHIPPER_SINK) needs at least one sink")
@@ -249,13 +426,25 @@ class Settings(CommonSettings):
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
             raise ValueError(f"--sink: the same sink is given twice: {', '.join(duplicates)}")
-        if self.format is not None and self.log_format is not None:
+        if self.format not in (None, "auto") and self.log_format is not None:
             raise ValueError("--format and --log-format are exclusive: give one")
-        if self.loki_bearer_token and self.loki_username:
-            raise ValueError("--loki-bearer-token and --loki-username are exclusive: give one")
+        check_credentials(self)
+        if self.max_held_bytes and not self.rotate_bytes:
+            raise ValueError(
+                "--max-held-bytes needs --rotate-bytes: only files the shipper rotated are "
+                "deleted to keep under the cap"
+            )
+        if self.max_held_bytes and self.max_held_bytes < 2 * self.rotate_bytes:
+            raise ValueError(
+                "--max-held-bytes must be at least twice --rotate-bytes (the live file grows "
+                "to --rotate-bytes before it is rotated, and one rotated file is kept)"
+            )
         if not self.paths:
             raise ValueError("--paths needs at least one glob")
 
     @property
     def parser(self) -> Any:
-        return self.format if self.format is not None else self.log_format
+        """A compiled parser, "auto" (detect per file), or None (no parsing)."""
+        if self.log_format is not None:
+            return self.log_format
+        return self.format

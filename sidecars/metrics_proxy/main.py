@@ -13,12 +13,12 @@ from sidecars.metrics_proxy.access_log import AccessLogMetrics
 from sidecars.metrics_proxy.auth import Guard, SecretFile
 from sidecars.metrics_proxy.client import Fetcher
 from sidecars.metrics_proxy.endpoint import metrics_endpoint
+from sidecars.metrics_proxy.log_parsing import AccessLogParsing
 from sidecars.metrics_proxy.merge import UPSTREAM_ACCEPT
 from sidecars.metrics_proxy.scrape import Scraper, Upstream
 from sidecars.metrics_proxy.settings import PART, MetricsProxySettings, expanded_const_labels
 from sidecars.metrics_proxy.telemetry import Telemetry
 from sidecars.runtime import lifecycle, logs
-from sidecars.runtime.nginx_log import LogFormatParser, load_log_format
 from sidecars.runtime.server import Handler
 from sidecars.runtime.settings import SettingsError
 from sidecars.runtime.tail import Tailer
@@ -63,21 +63,20 @@ class MetricsProxy:
         self.environ = environ
         self.scraper: Scraper | None = None
         self.access: AccessLogMetrics | None = None
-        self.parser: LogFormatParser | None = None
+        self.parsing: AccessLogParsing | None = None
 
     def build(self, ctx: lifecycle.Context) -> Handler:
         settings: MetricsProxySettings = ctx.settings
         const_labels = expanded_const_labels(settings, self.environ)
         telemetry = Telemetry()
         if settings.access_log is not None:
-            self.parser = load_log_format(settings.log_format)
             self.access = AccessLogMetrics(
                 status_label=settings.status_label,
                 duration_buckets=settings.duration_buckets,
                 upstream_buckets=settings.upstream_buckets,
-                # A JSON-lines parser knows its fields only line by line.
-                logged=self.parser.fields or None,
             )
+            # Sets which families the format can fill (access.logged), once it is known.
+            self.parsing = AccessLogParsing(settings.log_format, self.access)
         upstreams = [
             Upstream(
                 merge.name,
@@ -107,11 +106,10 @@ class MetricsProxy:
         return metrics_endpoint(self.scraper, guard_for(settings), telemetry)
 
     async def _follow(self, tailer: Tailer) -> None:
-        assert self.access is not None and self.parser is not None
-        observe, parse = self.access.observe, self.parser.parse
+        assert self.parsing is not None
+        feed = self.parsing.feed
         async for chunk in tailer:
-            for raw in chunk.lines:
-                observe(parse(raw.decode("utf-8", "replace")))
+            feed([raw.decode("utf-8", "replace") for raw in chunk.lines])
 
     async def body(self, ctx: lifecycle.Context) -> int:
         settings: MetricsProxySettings = ctx.settings

@@ -15,6 +15,7 @@ from sidecars.metrics_proxy.client import Target, parse_target
 from sidecars.metrics_proxy.exposition import LABEL_NAME, METRIC_NAME
 from sidecars.runtime.envexpand import expand, references
 from sidecars.runtime.lifecycle import CommonSettings, parse_listen
+from sidecars.runtime.log_format_detect import AUTO
 from sidecars.runtime.nginx_log import load_log_format
 from sidecars.runtime.parsers import (
     HostPort,
@@ -128,6 +129,8 @@ def parse_readable_file(raw: str) -> Path:
 
 
 def parse_log_format(raw: str) -> str:
+    if raw.strip().lower() == AUTO:
+        return AUTO
     load_log_format(raw)  # compiled again at start; here only to fail early with the reason
     return raw
 
@@ -167,9 +170,10 @@ class MetricsProxySettings(CommonSettings):
         metavar="PATH",
     )
     log_format: str = setting(
-        "sidecars",
-        help="the access log's format: a preset (combined, sidecars, json), "
-        "a 'log_format ...;' directive or the format text",
+        AUTO,
+        help="the access log's format: auto (detect combined, sidecars or json from the first "
+        "lines), a preset (combined, sidecars, json), a 'log_format ...;' directive or the "
+        "format text",
         parse=parse_log_format,
         metavar="FORMAT",
     )

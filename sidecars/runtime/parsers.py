@@ -19,8 +19,11 @@ def parse_bool(raw: str) -> bool:
     raise ValueError("expected one of true/false, yes/no, on/off, 1/0")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+# ASCII digits only (\d would take any script's digits); \Z, as $ also matches before a "\n".
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# Past this a duration is a typo, and timeouts that large overflow C-level waits.
+MAX_DURATION = 10 * 365 * 24 * 3600.0
 
 
 def parse_duration(raw: str) -> float:
@@ -28,7 +31,10 @@ def parse_duration(raw: str) -> float:
     match = _DURATION.match(raw)
     if not match:
         raise ValueError("expected a duration such as 30, 2.5s, 250ms, 5m or 1h")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not value <= MAX_DURATION:  # also catches inf from hundreds of digits
+        raise ValueError("too large: at most 10 years")
+    return value
 
 
 def parse_positive_duration(raw: str) -> float:
@@ -38,7 +44,8 @@ def parse_positive_duration(raw: str) -> float:
     return value
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGT]i?B?|B)?\s*\Z", re.IGNORECASE)
+MAX_SIZE = 2**50  # 1 PiB: past it a size is a typo (and overflows C-level reads)
 
 
 def parse_size(raw: str) -> int:
@@ -46,11 +53,16 @@ def parse_size(raw: str) -> int:
     match = _SIZE.match(raw)
     if not match:
         raise ValueError("expected a size such as 1048576, 512KiB, 1MiB or 10MB")
-    number, unit = int(match.group(1)), (match.group(2) or "").lower()
-    if unit in ("", "b"):
-        return number
-    base = 1024 if "i" in unit else 1000
-    return number * base ** ("kmgt".index(unit[0]) + 1)
+    digits, unit = match.group(1), (match.group(2) or "").lower()
+    if len(digits.lstrip("0")) > 20:
+        raise ValueError("too large: at most 1PiB")
+    number = int(digits)
+    if unit not in ("", "b"):
+        base = 1024 if "i" in unit else 1000
+        number *= base ** ("kmgt".index(unit[0]) + 1)
+    if number > MAX_SIZE:
+        raise ValueError("too large: at most 1PiB")
+    return number
 
 
 def parse_positive_size(raw: str) -> int:
@@ -73,7 +85,8 @@ class HostPort:
 def parse_hostport(raw: str) -> HostPort:
     """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[v6]:PORT``."""
     value = raw.strip()
-    match = re.match(r"^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$", value)
+    # A host name holds no blanks or control characters (they would fail only at bind time).
+    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]\s\x00-\x1f\x7f]*)):([0-9]{1,5})", value)
     if not match:
         raise ValueError("expected HOST:PORT, :PORT or [IPv6]:PORT")
     host = match.group(1) or match.group(2) or "0.0.0.0"
@@ -110,16 +123,18 @@ def parse_regex(raw: str) -> re.Pattern[str]:
         return re.compile(raw)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
+    except (RecursionError, OverflowError):  # nesting or repeat counts past the re module's
+        raise ValueError("not a valid regular expression: too deeply nested or too large") from None
 
 
 def parse_nonnegative_int(raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-    if value < 0:
+    text = raw.strip()
+    if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
         raise ValueError("must be 0 or more")
-    return value
+    # int() would also take "+3", "1_000" and other scripts' digits.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise ValueError("expected a whole number")
+    return int(text)
 
 
 def choice(*allowed: str):

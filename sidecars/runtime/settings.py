@@ -33,6 +33,11 @@ _SERVICE_LINK = re.compile(
 class SettingsError(ValueError):
     """A setting is unknown, missing or invalid; the message is one line naming it."""
 
+    def __init__(self, message: str) -> None:
+        # A value or a path quoted in the message may hold a line break: escape it (and any
+        # other control character) so the message stays one line.
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
+
 
 @dataclasses.dataclass(frozen=True)
 class Spec:

@@ -236,13 +236,16 @@ def test_metrics_through_the_pod_port_count_the_shipped_lines(
     assert http_get(app.url(9102, "/healthz"))[0] == 200
 
 
-def test_state_file_on_its_own_volume_and_the_logs_read_only(
+def test_state_file_on_its_own_volume_and_the_logs_read_only_for_the_proxy(
     engine: Podman, app: pods.PlayedPod, receivers: Receivers, traffic: Traffic
 ) -> None:
     name = f"{app.name}-{SHIPPER}"
     assert engine("exec", name, "id", "-u").stdout.strip() == "101"
-    for path in ("/var/log/nginx/probe", "/etc/probe"):
-        touch = engine("exec", name, "touch", path, check=False)
+    # The shipper's root filesystem is read-only; the logs are writable only for it (it
+    # rotates them), read-only for the metrics-proxy.
+    proxy = f"{app.name}-metrics-proxy"
+    for container, path in ((name, "/etc/probe"), (proxy, "/var/log/nginx/probe")):
+        touch = engine("exec", container, "touch", path, check=False)
         assert touch.returncode != 0 and "Read-only file system" in touch.stderr, path
 
     def acknowledged() -> dict | None:

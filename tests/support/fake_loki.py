@@ -17,8 +17,10 @@ JSON pushes:
 - ``X-Scope-OrgID`` required with ``--tenant``; ``--basic user:pass`` / ``--bearer TOKEN`` check
   ``Authorization`` (401 otherwise); success is 204.
 
-Test hooks: ``POST /control`` ``{"status": 429, "count": N}``; ``GET /stats``; ``GET /entries``
-(per stream: labels and entries in timestamp order).
+Test hooks: ``POST /control`` ``{"status": 429, "count": N}`` and/or ``{"authorization": "Bearer
+NEW"}`` (a rotated credential: from now on only that one is accepted); ``GET /stats`` (with
+``authorizations``: requests per ``Authorization`` value received); ``GET /entries`` (per stream:
+labels and entries in timestamp order).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class LokiStore:
     )
     fault_status: int = 0
     fault_count: int = 0
+    authorizations: dict[str, int] = field(default_factory=dict)
 
     def push(self, payload: Any) -> list[str]:
         """Validate a whole push first (a malformed request stores nothing), then store it.
@@ -118,6 +121,8 @@ async def push(request: web.Request) -> web.Response:
     store: LokiStore = request.app["store"]
     store.counters["requests"] += 1
     body = await request.read()
+    seen = request.headers.get("Authorization", "")
+    store.authorizations[seen] = store.authorizations.get(seen, 0) + 1
     if store.fault_count > 0:
         store.fault_count -= 1
         store.counters["faults"] += 1
@@ -148,14 +153,24 @@ async def push(request: web.Request) -> web.Response:
 async def control(request: web.Request) -> web.Response:
     store: LokiStore = request.app["store"]
     order = await request.json()
-    store.fault_status, store.fault_count = int(order["status"]), int(order["count"])
+    if "status" in order:
+        store.fault_status, store.fault_count = int(order["status"]), int(order["count"])
+    if "authorization" in order:
+        store.authorization = order["authorization"]
     return web.json_response({"ok": True})
 
 
 async def stats(request: web.Request) -> web.Response:
     store: LokiStore = request.app["store"]
     total = sum(len(s["entries"]) for s in store.streams.values())
-    return web.json_response({**store.counters, "entries": total, "streams": len(store.streams)})
+    return web.json_response(
+        {
+            **store.counters,
+            "entries": total,
+            "streams": len(store.streams),
+            "authorizations": store.authorizations,
+        }
+    )
 
 
 async def entries(request: web.Request) -> web.Response:
@@ -226,7 +241,7 @@ class FakeLoki:
         assert status == 200, body
         return json.loads(body)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return self._get("/stats")  # type: ignore[no-any-return]
 
     def entries(self) -> list[dict[str, Any]]:

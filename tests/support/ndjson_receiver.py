@@ -6,8 +6,10 @@ and counted, not stored again) and appends what it stores to ``DIR/lines.ndjson`
 ``DIR/keys.txt``), so a restarted receiver remembers what it had. Faults for tests:
 ``POST /control`` with ``{"status": 429, "count": N}`` answers the next N batches with that
 status (and a ``Location`` header with ``"location": URL``), ``{"hang": true}`` holds every
-batch without answering until ``{"hang": false}``.
-``GET /stats`` returns counters; ``GET /lines`` every stored line.
+batch without answering until ``{"hang": false}``, ``{"authorization": "Bearer T"}`` answers 401
+to every batch without that ``Authorization`` header (``null``: no check).
+``GET /stats`` returns counters (``authorizations``: batches per ``Authorization`` value
+received); ``GET /lines`` every stored line.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class Store:
     fault_status: int = 0
     fault_count: int = 0
     fault_location: str | None = None
+    authorization: str | None = None  # required Authorization value, if any
+    authorizations: dict[str, int] = field(default_factory=dict)
     hang: asyncio.Event = field(default_factory=asyncio.Event)  # set = not hanging
 
     def load(self) -> None:
@@ -73,6 +77,11 @@ async def ingest(request: web.Request) -> web.Response:
     store.counters["requests"] += 1
     body = await request.read()
     await store.hang.wait()
+    seen = request.headers.get("Authorization", "")
+    store.authorizations[seen] = store.authorizations.get(seen, 0) + 1
+    if store.authorization is not None and seen != store.authorization:
+        store.counters["rejected"] += 1
+        return web.Response(status=401, text="unauthorized")
     if store.fault_count > 0:
         store.fault_count -= 1
         store.counters["faults"] += 1
@@ -109,6 +118,8 @@ async def control(request: web.Request) -> web.Response:
     if "status" in order:
         store.fault_status, store.fault_count = int(order["status"]), int(order["count"])
         store.fault_location = order.get("location")
+    if "authorization" in order:
+        store.authorization = order["authorization"]
     if "hang" in order:
         (store.hang.clear if order["hang"] else store.hang.set)()
     return web.json_response({"ok": True})
@@ -116,7 +127,9 @@ async def control(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     store: Store = request.app["store"]
-    return web.json_response({**store.counters, "lines": len(store.lines)})
+    return web.json_response(
+        {**store.counters, "lines": len(store.lines), "authorizations": store.authorizations}
+    )
 
 
 async def lines(request: web.Request) -> web.Response:
@@ -213,7 +226,7 @@ class Receiver:
     def _get(self, path: str) -> Any:
         return json.loads(self._open(urllib.request.Request(self.base + path)))
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return self._get("/stats")  # type: ignore[no-any-return]
 
     def lines(self) -> list[dict[str, Any]]:

@@ -36,6 +36,9 @@ class AppNginx:
     root: Path
     status_port: int = field(default_factory=free_port)
     proc: Proc | None = None
+    # The access log's format: nginx.conf's own ("sidecars"), or "" for a stock nginx's
+    # `access_log PATH;` (nginx's built-in combined).
+    access_format: str = "sidecars"
 
     @property
     def site_dir(self) -> Path:
@@ -53,6 +56,9 @@ class AppNginx:
         for sub in ("site", "logs", "run", "cache", "conf"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         text = (APPS / "nginx" / "nginx.conf").read_text()
+        stock = "access_log /var/log/nginx/access.log sidecars;"
+        assert stock in text
+        text = text.replace(stock, stock.replace(" sidecars;", f" {self.access_format};"))
         for old, new in (
             ("/srv/site", str(self.site_dir)),
             ("/var/log/nginx", str(self.log_dir)),

@@ -126,6 +126,7 @@ def test_app_pod_shape():
         "run",
         "cache",
         "log-shipper-state",
+        "log-shipper-secrets",
     }
     for container in (init, sidecar):
         env = {e["name"]: e for e in container["env"]}
@@ -150,7 +151,8 @@ def test_log_shipper_sidecar():
     assert shipper["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert shipper["livenessProbe"]["httpGet"]["path"] == "/healthz"
     mounts = {m["name"]: m for m in shipper["volumeMounts"]}
-    assert mounts["logs"] == {"name": "logs", "mountPath": "/var/log/nginx", "readOnly": True}
+    # Read-write: it rotates (renames, deletes) nginx's logs.
+    assert mounts["logs"] == {"name": "logs", "mountPath": "/var/log/nginx"}
     # The state file lives on a writable volume of its own, which outlives container restarts.
     state = mounts["log-shipper-state"]
     assert not state.get("readOnly")
@@ -160,6 +162,102 @@ def test_log_shipper_sidecar():
     # Every path the shipper reads is on the logs volume.
     paths = env["LOG_SHIPPER_PATHS"]["value"].split(",")
     assert paths and all(Path(p).parent == Path("/var/log/nginx") for p in paths)
+
+
+# The log-shipper's inline credential settings: in a Pod sharing its PID namespace with one UID,
+# nginx could read them from /proc/<pid>/environ. Only their *_FILE forms belong in a manifest.
+INLINE_SECRETS = {
+    "LOG_SHIPPER_LOKI_PASSWORD",
+    "LOG_SHIPPER_LOKI_BEARER_TOKEN",
+    "LOG_SHIPPER_HTTP_HEADER",
+}
+SECRET_DIR = "/var/run/secrets/sidecars"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_no_secret_in_env_or_args(name: str):
+    for pod in pods_of(VARIANTS[name][0]()):
+        for container in variants.all_containers(pod["spec"]):
+            where = f"{name}: {container['name']}"
+            for item in container.get("env", []):
+                assert item["name"] not in INLINE_SECRETS, where
+                assert "secretKeyRef" not in item.get("valueFrom", {}), where
+            assert not any("password" in a or "token=" in a for a in container.get("args", []))
+
+
+def test_credentials_volume_is_a_read_only_secret_of_the_log_shipper_alone():
+    (pod,) = pods_of(variants.load(APP))
+    spec = pod["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    secret = volumes["log-shipper-secrets"]["secret"]
+    # optional: the Pod (stdout sink) starts where no one created the Secret
+    assert secret == {"secretName": "sidecars-credentials", "optional": True, "defaultMode": 0o440}
+    mounted_by = {
+        c["name"]: m
+        for c in variants.all_containers(spec)
+        for m in c.get("volumeMounts", [])
+        if m["name"] == "log-shipper-secrets"
+    }
+    assert mounted_by == {
+        "log-shipper": {"name": "log-shipper-secrets", "mountPath": SECRET_DIR, "readOnly": True}
+    }
+    # The commented examples point into that mount, at the keys the volume's comment names.
+    text = APP.read_text()
+    examples = [line.split("value:")[1].strip() for line in text.splitlines()
+                if SECRET_DIR in line and "value:" in line]  # fmt: skip
+    assert examples and all(Path(e).parent == Path(SECRET_DIR) for e in examples)
+    assert all(Path(e).name in text.split("log-shipper-secrets", 2)[2] for e in examples)
+
+
+def test_podman_variant_drops_the_secret_volume_and_its_mounts():
+    (pod,) = pods_of(podman_variant(APP))
+    spec = pod["spec"]
+    assert not any("secret" in v for v in spec["volumes"])
+    names = {v["name"] for v in spec["volumes"]}
+    for container in variants.all_containers(spec):
+        assert {m["name"] for m in container.get("volumeMounts", [])} <= names
+    # Nothing else changes: the same mounts as in pod.yaml but that one.
+    (source,) = pods_of(variants.load(APP))
+    (shipper,) = (c for c in spec["containers"] if c["name"] == "log-shipper")
+    (original,) = (c for c in source["spec"]["initContainers"] if c["name"] == "log-shipper")
+    assert [m["mountPath"] for m in shipper["volumeMounts"]] == [
+        m["mountPath"] for m in original["volumeMounts"] if m["name"] != "log-shipper-secrets"
+    ]
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes quantity in Ki/Mi/Gi (all this project's manifests use)."""
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    return int(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_logs_volume_and_ephemeral_storage_fit_the_shippers_cap():
+    from sidecars.runtime.parsers import parse_size
+
+    for docs in (variants.load(APP), variants.load(CLASSIC)):
+        (pod,) = pods_of(docs)
+        spec = pod["spec"]
+        containers = variants.all_containers(spec)
+        (shipper,) = (c for c in containers if c["name"] == "log-shipper")
+        env = {e["name"]: e.get("value") for e in shipper["env"]}
+        rotate = parse_size(env["LOG_SHIPPER_ROTATE_BYTES"])
+        held = parse_size(env["LOG_SHIPPER_MAX_HELD_BYTES"])
+        assert held >= 2 * rotate  # the shipper's own rule
+        volumes = {v["name"]: v.get("emptyDir", {}) for v in spec["volumes"]}
+        logs_limit = _bytes(volumes["logs"]["sizeLimit"])
+        live_files = len(env["LOG_SHIPPER_PATHS"].split(","))
+        # held (rotated + unacknowledged) + the acknowledged part of each live file, with slack
+        assert logs_limit >= held + live_files * rotate + 32 * 1024**2
+        for container in containers:
+            resources = container["resources"]
+            assert "ephemeral-storage" in resources["requests"], container["name"]
+            assert "ephemeral-storage" in resources["limits"], container["name"]
+        (nginx,) = (c for c in containers if c["name"] == "nginx")
+        assert _bytes(nginx["resources"]["limits"]["ephemeral-storage"]) > logs_limit
+        long_running = [c for c in containers if c in spec["containers"] or "restartPolicy" in c]
+        pod_limit = sum(_bytes(c["resources"]["limits"]["ephemeral-storage"]) for c in long_running)
+        sized = sum(_bytes(v["sizeLimit"]) for v in volumes.values() if "sizeLimit" in v)
+        assert pod_limit > sized
 
 
 @pytest.mark.parametrize("path", [APP, ORIGIN])

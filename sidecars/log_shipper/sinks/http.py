@@ -11,7 +11,7 @@ from __future__ import annotations
 from sidecars.log_shipper.encode import ndjson_pieces
 from sidecars.log_shipper.sinks.base import Batch
 from sidecars.log_shipper.sinks.compression import Body, encode_pieces
-from sidecars.log_shipper.sinks.httpcommon import HttpPostSink
+from sidecars.log_shipper.sinks.httpcommon import Credentials, HttpPostSink, split_userinfo
 from sidecars.log_shipper.sinks.options import SinkOptions
 
 
@@ -19,7 +19,15 @@ class HttpSink(HttpPostSink):
     name = "http"
 
     def __init__(self, url: str, options: SinkOptions) -> None:
-        super().__init__(url, options, dict(options.http_headers))
+        _, url_user, url_password = split_userinfo(url)
+        user = options.http_username if options.http_username is not None else url_user
+        password = options.http_password_file or url_password
+        auth = Credentials(
+            user=user,
+            password=password if user is not None else None,
+            headers=options.http_header_files,
+        )
+        super().__init__(url, options, dict(options.http_headers), auth)
 
     async def prepare(self, batch: Batch) -> Body:
         body, headers = await encode_pieces(ndjson_pieces(batch), self.options.gzip_level)

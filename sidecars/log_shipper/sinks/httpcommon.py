@@ -4,16 +4,20 @@ POST of a prepared body, and its outcome as a SinkError."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sidecars.log_shipper.sinks.base import Batch, Record, SinkError
 from sidecars.log_shipper.sinks.compression import Body
 from sidecars.log_shipper.sinks.options import SinkOptions
 from sidecars.runtime import http11
+from sidecars.runtime.secrets import FileSecret
 
 # 408 and 429 ask to come back later; 5xx are the server's trouble; a redirect is a sink URL
 # to correct (logged with its Location), and dropping the batch would lose it. Any other 4xx
@@ -45,6 +49,50 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
+Secret = str | FileSecret[str]
+
+
+def _reveal(secret: Secret) -> str:
+    return secret if isinstance(secret, str) else secret.get()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A sink's Authorization and secret headers, worked out again for every request so that a
+    rotated Secret file is used from the next batch on (a stat per file per batch)."""
+
+    user: str | None = None
+    password: Secret | None = None
+    bearer: Secret | None = None
+    headers: tuple[FileSecret[tuple[str, str]], ...] = ()
+
+    @property
+    def from_files(self) -> bool:
+        secrets = (self.password, self.bearer, *self.headers)
+        return any(isinstance(secret, FileSecret) for secret in secrets)
+
+    def request_headers(self) -> dict[str, str]:
+        headers = dict(secret.get() for secret in self.headers)
+        if self.bearer is not None:
+            headers["Authorization"] = f"Bearer {_reveal(self.bearer)}"
+        elif self.user is not None:
+            password = _reveal(self.password) if self.password is not None else ""
+            pair = f"{self.user}:{password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return headers
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """The URL without its ``user:password@`` part, and that user and password (unquoted)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None, None
+    netloc = parts.netloc.rpartition("@")[2]
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    password = unquote(parts.password) if parts.password is not None else None
+    return clean, unquote(parts.username), password
+
+
 def _failed(reason: str, detail: str) -> SinkError:
     error = SinkError(reason, retryable=True)
     error.args = (f"{reason}: {detail}",)
@@ -56,15 +104,25 @@ class HttpPostSink(ABC):
 
     deduplicates = True  # Loki drops identical entries; receivers honour Idempotency-Key
 
-    def __init__(self, url: str, options: SinkOptions, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        options: SinkOptions,
+        headers: dict[str, str],
+        credentials: Credentials | None = None,
+    ) -> None:
+        """``url`` may carry ``user:password@``; ``credentials`` (built by the subclass from
+        that user and password and the settings) give Authorization at each request."""
         self.url = url
         self.options = options
         self._headers = {"User-Agent": options.user_agent, **headers}
+        self._credentials = credentials or Credentials()
         self._client: http11.Client | None = None
 
     async def start(self) -> None:
+        # The userinfo is the subclass's to turn into credentials, not the client's.
         self._client = http11.Client.for_url(
-            self.url, headers=self._headers, ca_file=self.options.ca_file
+            split_userinfo(self.url)[0], headers=self._headers, ca_file=self.options.ca_file
         )
 
     @abstractmethod
@@ -75,6 +133,7 @@ class HttpPostSink(ABC):
         """POST and raise SinkError unless the answer is 2xx."""
         assert self._client is not None, "start() first"
         body, headers = prepared
+        headers = {**headers, **self._credentials.request_headers()}
         try:
             async with asyncio.timeout(self.options.send_timeout):
                 response = await self._client.post(body, headers, max_body=_DETAIL_BYTES)
@@ -87,6 +146,11 @@ class HttpPostSink(ABC):
         except (http11.ProtocolError, EOFError) as exc:
             raise _failed("protocol", str(exc) or "answer cut off") from None
         error = classify(response.status, response.headers.get("retry-after"))
+        if error is not None and response.status in (401, 403) and self._credentials.from_files:
+            # Rotation is not instant everywhere (kubelet syncs a Secret volume within about a
+            # minute): the destination may already want the new credential. Retry rather than
+            # drop; the next attempt reads the file again.
+            error.retryable = True
         if error is not None:
             detail = response.body.decode("utf-8", "replace").strip()
             location = response.headers.get("location")

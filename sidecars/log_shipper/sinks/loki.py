@@ -10,12 +10,10 @@ counted (reason ``http_400``), which is what Loki itself decided.
 
 from __future__ import annotations
 
-import base64
-
 from sidecars.log_shipper.encode import loki_push_pieces
 from sidecars.log_shipper.sinks.base import Batch
 from sidecars.log_shipper.sinks.compression import Body, encode_pieces
-from sidecars.log_shipper.sinks.httpcommon import HttpPostSink
+from sidecars.log_shipper.sinks.httpcommon import Credentials, HttpPostSink, split_userinfo
 from sidecars.log_shipper.sinks.options import SinkOptions
 
 PUSH_PATH = "/loki/api/v1/push"
@@ -26,23 +24,27 @@ def push_url(base: str) -> str:
     return base if base.endswith(PUSH_PATH) else base + PUSH_PATH
 
 
-def auth_headers(options: SinkOptions) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    if options.loki_tenant:
-        headers["X-Scope-OrgID"] = options.loki_tenant
-    if options.loki_bearer_token:
-        headers["Authorization"] = f"Bearer {options.loki_bearer_token}"
-    elif options.loki_username is not None:
-        pair = f"{options.loki_username}:{options.loki_password or ''}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-    return headers
+def credentials(url: str, options: SinkOptions) -> Credentials:
+    """Bearer token or basic auth: a user from the settings or the URL, the password from its
+    file, the settings or the URL (the settings check that only one of each is given)."""
+    _, url_user, url_password = split_userinfo(url)
+    bearer = options.loki_bearer_token_file or options.loki_bearer_token
+    if bearer is not None:
+        return Credentials(bearer=bearer)
+    user = options.loki_username if options.loki_username is not None else url_user
+    password = options.loki_password_file or options.loki_password or url_password
+    return Credentials(user=user, password=password if user is not None else None)
+
+
+def static_headers(options: SinkOptions) -> dict[str, str]:
+    return {"X-Scope-OrgID": options.loki_tenant} if options.loki_tenant else {}
 
 
 class LokiSink(HttpPostSink):
     name = "loki"
 
     def __init__(self, url: str, options: SinkOptions) -> None:
-        super().__init__(push_url(url), options, auth_headers(options))
+        super().__init__(push_url(url), options, static_headers(options), credentials(url, options))
 
     async def prepare(self, batch: Batch) -> Body:
         pieces = loki_push_pieces(batch, self.options.loki_labels)

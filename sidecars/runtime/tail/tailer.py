@@ -221,6 +221,26 @@ class Tailer:
             self._close_source(source, count=False)
         self._streams.clear()
 
+    def drop(self, fingerprint: str) -> int | None:
+        """Stop reading the content ``fingerprint`` and close its files (they are about to be
+        deleted to free space: retention). Returns how many of its bytes were never handed
+        out (from the start of a line held in part to the end of the file), None when it is
+        not being read. A copy found later is recognised and not read again."""
+        stream = self._streams.pop(fingerprint, None)
+        if stream is None:
+            return None
+        size = stream.position
+        for source in stream.sources:
+            with contextlib.suppress(OSError):
+                size = max(size, os.fstat(source.fd).st_size)
+            self._sources.pop((source.dev, source.ino), None)
+            self.stats.files_released += 1
+            with contextlib.suppress(OSError):
+                os.close(source.fd)
+        self._remember(fingerprint, size)
+        log.info("file dropped", extra=kv(fingerprint=fingerprint, size=size))
+        return max(0, size - stream.resume_offset())
+
     def files(self) -> list[FileView]:
         views = []
         for source in self._sources.values():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.procs import Proc, free_port, http_get, port_open, sidecars_cmd, wait_until
@@ -13,10 +14,18 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 class Shipper:
-    def __init__(self, root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """``prefix``: a command the shipper runs under (e.g. setpriv dropping capabilities)."""
         self.root = root
         self.args = list(args)
         self.env = env
+        self.prefix = list(prefix)
         self.port = free_port()
         self.proc: Proc | None = None
         self.runs = 0
@@ -28,7 +37,7 @@ class Shipper:
     def start(self) -> Shipper:
         self.root.mkdir(parents=True, exist_ok=True)
         self.runs += 1
-        cmd = sidecars_cmd(
+        cmd = self.prefix + sidecars_cmd(
             "log-shipper",
             "--listen",
             f"127.0.0.1:{self.port}",

@@ -114,3 +114,54 @@ def test_file_modes_ignore_umask(tmp_path: Path) -> None:
     assert (tmp_path / "run.sh").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "a").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / DATA).stat().st_mode & 0o777 == 0o755, "nginx (another uid) must read it"
+
+
+def test_repair_links_what_data_names_and_unlinks_what_it_does_not(tmp_path: Path) -> None:
+    pub = Publisher(tmp_path)
+    put(pub, bundle(a__x=b"1", gone=b"g"))
+    v2 = put(pub, bundle(a__x=b"2", new=b"n"))
+    # The state a crash between the swap and the links leaves (see tests/integration).
+    (tmp_path / "new").unlink()
+    (tmp_path / "gone").symlink_to(f"{DATA}/gone")
+    (tmp_path / "mine").write_text("operator\n")
+    assert sorted(pub.repair()) == ["linked new", "unlinked gone"]
+    assert tree(tmp_path) == {"a/x": b"2", "new": b"n", "mine": b"operator\n"}
+    assert pub.repair() == [], "nothing left to do"
+    assert os.readlink(tmp_path / DATA) == v2
+
+
+def test_switch_to_an_earlier_version_and_its_names(tmp_path: Path) -> None:
+    pub = Publisher(tmp_path)
+    v1 = put(pub, bundle(a__x=b"1", only1=b"o"))
+    put(pub, bundle(a__x=b"2", only2=b"t"))
+    pub.switch_to(v1)
+    assert os.readlink(tmp_path / DATA) == v1
+    assert tree(tmp_path) == {"a/x": b"1", "only1": b"o"}
+    current = pub.current()
+    assert current is not None and current.version == v1
+    with pytest.raises(PublishError, match="not on disk"):
+        pub.switch_to("..2000_01_01_00_00_00.000000000_000000000000")
+
+
+def test_garbage_collection_keeps_the_pinned_version(tmp_path: Path) -> None:
+    pub = Publisher(tmp_path, keep_versions=0)
+    served = put(pub, bundle(a=b"1"))
+    pub.pinned = {served}
+    for n in range(2, 5):
+        put(pub, bundle(a=str(n).encode()))
+    versions = {c.name for c in tmp_path.iterdir() if c.is_dir() and not c.is_symlink()}
+    assert served in versions and len(versions) == 2, versions
+    pub.switch_to(served)  # still there to roll back to
+    assert tree(tmp_path) == {"a": b"1"}
+
+
+def test_swapped_at_follows_each_swap(tmp_path: Path) -> None:
+    pub = Publisher(tmp_path)
+    assert pub.swapped_at() is None
+    v1 = put(pub, bundle(a=b"1"))
+    first = pub.swapped_at()
+    put(pub, bundle(a=b"2"))
+    os.utime(tmp_path / DATA, (1, 1), follow_symlinks=False)
+    pub.switch_to(v1)
+    second = pub.swapped_at()
+    assert first is not None and second is not None and second > 1

@@ -1,0 +1,113 @@
+"""Finding the nginx master process through a shared PID namespace (``shareProcessNamespace:
+true``), to signal it: USR1 (reopen the logs) after a rotation.
+
+A pid is signalled only once it is known to be an nginx master: its ``/proc/<pid>/cmdline``
+starts with ``nginx: master process`` (the title nginx gives its master). A stale pid file or
+a reused pid never makes us signal a stranger. Without a pid file, /proc is scanned; when
+several masters are visible (a node-wide PID namespace, a test machine), the one holding the
+log file open (``/proc/<pid>/fd``) is taken, and an ambiguity is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MASTER_TITLE = b"nginx: master process"
+
+
+class NginxNotFound(Exception):
+    """No nginx master to signal; the message says why."""
+
+
+def is_master(pid: int, proc: Path = Path("/proc")) -> bool:
+    try:
+        return (proc / str(pid) / "cmdline").read_bytes().startswith(MASTER_TITLE)
+    except OSError:
+        return False
+
+
+def masters(proc: Path = Path("/proc")) -> list[int]:
+    """Every visible nginx master's pid."""
+    found = []
+    try:
+        entries = list(os.scandir(proc))
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name.isdigit() and is_master(int(entry.name), proc):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def holds_open(pid: int, dev_ino: tuple[int, int], proc: Path = Path("/proc")) -> bool | None:
+    """Whether ``pid`` has the file (device, inode) open; None when its fds cannot be seen."""
+    fd_dir = proc / str(pid) / "fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            info = os.stat(fd_dir / name)  # follows the magic link to the open file
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) == dev_ino:
+            return True
+    return False
+
+
+def read_pidfile(pidfile: Path) -> int:
+    try:
+        text = pidfile.read_text().strip()
+    except OSError as exc:
+        raise NginxNotFound(f"cannot read pid file {pidfile}: {exc.strerror}") from None
+    if not text.isdigit() or int(text) <= 1:
+        raise NginxNotFound(f"pid file {pidfile} holds {text[:20]!r}, not a pid")
+    return int(text)
+
+
+def find_master(
+    *,
+    pidfile: Path | None = None,
+    holding: tuple[int, int] | None = None,
+    proc: Path = Path("/proc"),
+) -> int:
+    """The pid of the nginx master to signal; NginxNotFound (with the reason) otherwise.
+
+    ``holding``: (st_dev, st_ino) of a log file the master must have open, to choose among
+    several masters."""
+    if pidfile is not None:
+        pid = read_pidfile(pidfile)
+        if not is_master(pid, proc):
+            raise NginxNotFound(
+                f"pid {pid} from {pidfile} is not an nginx master process (not running, or not "
+                "visible: is shareProcessNamespace set?); not signalling it"
+            )
+        if holding is not None and holds_open(pid, holding, proc) is False:
+            raise NginxNotFound(
+                f"the nginx master {pid} from {pidfile} does not have the log file open: it is "
+                "not one of its logs"
+            )
+        return pid
+    found = masters(proc)
+    if not found:
+        raise NginxNotFound(
+            "no nginx master process is visible in /proc: the Pod needs "
+            "shareProcessNamespace: true (or give the master's pid file)"
+        )
+    if holding is None:
+        if len(found) == 1:
+            return found[0]
+        raise NginxNotFound(f"{len(found)} nginx master processes are visible; give a pid file")
+    answers = {pid: holds_open(pid, holding, proc) for pid in found}
+    holders = [pid for pid, held in answers.items() if held]
+    if len(holders) == 1:
+        return holders[0]
+    if len(holders) > 1:
+        raise NginxNotFound(f"several nginx masters hold the log open: {holders}")
+    if len(found) == 1 and answers[found[0]] is None:
+        return found[0]  # its fds are hidden from us, but it is the only nginx there is
+    raise NginxNotFound(
+        f"none of the {len(found)} visible nginx master processes has the log file open"
+    )
