@@ -346,9 +346,11 @@ class _Connection(asyncio.Protocol):
             return
         stalled = not self.writable.is_set()
         busy = self.worker is not None or bool(self.heads)
-        # Read while nothing is being answered (as uvicorn does): a pipelining client's next
-        # requests wait in the kernel, and one read brings at most MAX_PIPELINED of them.
-        reading = not (stalled or busy or self.parser.stopped)
+        # A client that pipelines (a request waiting behind the one being answered) is not
+        # read again until all its requests are answered: its next ones wait in the kernel,
+        # and one read brings at most MAX_PIPELINED. One request at a time costs no syscalls.
+        pipelining = len(self.heads) > 1 or (busy and not self.reading)
+        reading = not (stalled or pipelining or self.parser.stopped)
         if reading != self.reading:
             self.reading = reading
             if reading:

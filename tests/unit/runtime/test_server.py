@@ -332,7 +332,7 @@ async def test_a_stalled_writer_answers_nothing_more_until_resumed() -> None:
     server = Server(routes(Health(stale_after=None), CollectorRegistry()))
     connection, transport = scripted(server)
     connection.data_received(b"GET /healthz HTTP/1.1\r\n\r\n" * 3)
-    assert not transport.reading  # nothing more is read while requests are answered
+    assert not transport.reading  # a pipelining client is not read until all are answered
     connection.pause_writing()  # the peer does not read: the buffer is over its mark
     await settle()
     assert transport.written == b"" and not transport.reading
