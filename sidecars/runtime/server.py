@@ -47,10 +47,11 @@ MAX_HEADERS = 100
 MAX_PIPELINED = 16  # requests read and not yet answered, per connection
 MAX_CONNECTIONS = 1024  # per server, and never more than the fd limit leaves (below)
 # File descriptors kept for the part's own work (files, upstreams, sinks) and for connections
-# in transit: asyncio accepts up to BACKLOG at a time before any is admitted or evicted, and an
-# evicted one's descriptor is released an event-loop turn after it is closed.
-BACKLOG = 128
-FD_RESERVE = 128 + 2 * BACKLOG
+# in transit: asyncio accepts up to BACKLOG at a time, again on the next turn of the event loop
+# before the last ones are admitted (or evicted), and an evicted one's descriptor is released a
+# turn after it is closed: several BACKLOGs may be open beyond the connections counted.
+BACKLOG = 64
+FD_RESERVE = 128 + 4 * BACKLOG
 HIGH_WATER = 64 * 1024  # the transport's write buffer: over it, stop reading and answering
 MAX_STALLED = 32  # connections over HIGH_WATER at once; past it the oldest is dropped
 _METHODS = ("GET", "HEAD")
