@@ -37,6 +37,19 @@ CLASSIC_HEADER = """\
 #   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
 """
 
+# Classic Pods stop every container at once: each sidecar's preStop waits (at most this long)
+# until nginx has exited, so the sidecars, above all the log-shipper reading what nginx writes
+# while it stops, get SIGTERM after nginx. pod.yaml's terminationGracePeriodSeconds counts it.
+NGINX_EXIT_WAIT_S = 15
+PRESTOP_WAIT_FOR_NGINX = {
+    "exec": {
+        "command": [
+            "python", "-m", "sidecars.runtime.nginx_exit", "--wait",
+            f"--timeout={NGINX_EXIT_WAIT_S}",
+        ]
+    }
+}  # fmt: skip
+
 # podman deletes init containers after they succeed unless the Pod carries this annotation.
 PODMAN_KEEP_INIT = "io.podman.annotations.init.container.type"
 # podman 4.3 refuses a Downward API fieldRef to the namespace (it has none): it gets a literal.
@@ -72,7 +85,9 @@ def all_containers(spec: Mapping[str, Any]) -> list[Doc]:
 
 
 def classic(doc: Doc) -> Doc:
-    """Native sidecars become regular containers, placed before the app containers."""
+    """Native sidecars become regular containers, placed before the app containers, each with
+    a preStop that waits for nginx to exit (native sidecars are stopped after the app; regular
+    containers all at once)."""
     doc = copy.deepcopy(doc)
     spec = pod_spec(doc)
     if spec is None:
@@ -81,6 +96,8 @@ def classic(doc: Doc) -> Doc:
     for container in spec.get("initContainers", []):
         if container.get("restartPolicy") == "Always":
             container = {k: v for k, v in container.items() if k != "restartPolicy"}
+            lifecycle = container.setdefault("lifecycle", {})
+            lifecycle.setdefault("preStop", copy.deepcopy(PRESTOP_WAIT_FOR_NGINX))
             sidecars.append(container)
         else:
             inits.append(container)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecars.config_fetcher.bundle import Bundle, top_level_names
-from sidecars.config_fetcher.errors import PublishError
+from sidecars.config_fetcher.errors import PublishError, publish_error
 
 DATA = "..data"
 MANIFEST = "..sidecars.json"
@@ -176,14 +176,14 @@ class Publisher:
             os.rename(tmp, self.dest / version)
         except OSError as exc:
             self._remove(tmp)
-            raise PublishError(f"writing {self.dest}: {exc}") from None
+            raise publish_error(f"writing {self.dest}", exc) from None
         try:
             # The single atomic step: after this rename readers see the new version.
             _replace_symlink(self.dest / DATA, version)
             self._sync_top_level(top_level_names(bundle))
             _fsync_dir(self.dest)
         except OSError as exc:
-            raise PublishError(f"switching {self.dest}/{DATA} to {version}: {exc}") from None
+            raise publish_error(f"switching {self.dest}/{DATA} to {version}", exc) from None
         self._collect_garbage(keep={version})
         return Published(version=version, digest=digest)
 
@@ -195,22 +195,41 @@ class Publisher:
                 continue
             if path.exists() or path.is_symlink():
                 raise PublishError(
-                    f"{path} exists and was not published by config-fetcher; refusing to replace it"
+                    f"{path} exists and was not published by config-fetcher; "
+                    "refusing to replace it",
+                    transient=False,  # the same on every attempt
                 )
 
     @staticmethod
     def _write_tree(root: Path, bundle: Bundle) -> None:
-        for path in sorted(bundle):  # parents sort before their children
+        """Write every entry below ``root`` (a fresh temp dir), any depth. Parents are made
+        before their children whether or not the bundle lists them (a bundle from members.py
+        always does), then every directory is fsynced, deepest first, so the rename that
+        follows publishes a tree that is on disk whole."""
+        dirs: set[str] = set()
+        # Sorting by components puts every parent before its children ("a/b" < "a-b" as text
+        # but the tuple ("a", "b") sorts after ("a",) as it should).
+        for path in sorted(bundle, key=lambda p: p.split("/")):
             entry = bundle[path]
+            parts = path.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent not in dirs:
+                    # Only a file or symlink of the bundle can be there already: EEXIST, so
+                    # nothing is ever written through a link.
+                    (root / parent).mkdir(mode=0o755)
+                    dirs.add(parent)
             target = root / path
             if entry.kind == "dir":
-                target.mkdir(mode=0o755, exist_ok=True)
+                if path not in dirs:
+                    target.mkdir(mode=0o755)
+                    dirs.add(path)
                 os.chmod(target, entry.mode)
             elif entry.kind == "symlink":
                 os.symlink(entry.target, target)
             else:
                 _write_file(target, entry.data, entry.mode)
-        for path in sorted((p for p, e in bundle.items() if e.kind == "dir"), reverse=True):
+        for path in sorted(dirs, key=lambda p: p.count("/"), reverse=True):
             _fsync_dir(root / path)
 
     def _sync_top_level(self, names: set[str]) -> None:

@@ -78,15 +78,23 @@ class Settings(CommonSettings):
         parse=parse_hex_sha256,
         metavar="HEX",
     )
+    # Sized for the manifests' 128Mi limit: a bundle is held in memory while it is verified
+    # (the fetched bytes, the unpacked files, and with --env-subst a second copy of the text
+    # files), measured at about 40 MiB + 2.8 x its unpacked size for text with --env-subst,
+    # 2.1 x for binary (bench/config_fetcher/RESULTS.md, "Peak RSS against bundle size").
     max_bytes: int = setting(
-        64 * 1024**2,
-        help="largest source accepted, in bytes (e.g. 64MiB)",
+        16 * 1024**2,
+        help="largest source accepted, in bytes (e.g. 16MiB): what an HTTP body or local file may "
+        "be, or a directory's files together. 16 MiB keeps the largest accepted bundle at about "
+        "85 MiB peak RSS, within the manifests' 128Mi limit; raise the limit with it",
         parse=parse_positive_size,
         metavar="SIZE",
     )
     max_unpacked_bytes: int = setting(
-        256 * 1024**2,
-        help="largest total size an archive may unpack to",
+        16 * 1024**2,
+        help="largest an archive may unpack to (its tar stream: files, headers, padding), checked "
+        "from each member's header before its data is read. Peak RSS is about 40 MiB + 3 x this "
+        "(measured); 16 MiB fits the manifests' 128Mi limit with room",
         parse=parse_positive_size,
         metavar="SIZE",
     )

@@ -7,17 +7,20 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   nothing acknowledged; on restart each sink re-reads from its own offset. One batch at a time
   is sent to a sink (the next one is only encoded meanwhile), so "the batch in flight" below is
   one batch of at most about --batch-bytes of lines.
-- What a crash repeats depends on whether the destination can absorb a repeat. For loki and
-  http, acknowledgements are written every --checkpoint-interval, so a restart re-sends the
-  batch in flight plus at most --checkpoint-interval of acknowledged batches, and the
-  destination drops them (below). For syslog, relp and stdout, each acknowledgement is written
+- What a crash repeats depends on whether the destination can absorb a repeat. For http,
+  acknowledgements are written every --checkpoint-interval, so a restart re-sends the batch in
+  flight plus at most --checkpoint-interval of acknowledged batches, and a receiver honouring
+  Idempotency-Key drops them. For loki, syslog, relp and stdout, each acknowledgement is written
   before the next batch is sent, so a restart re-sends at most the batch in flight at the crash.
-- loki: at-least-once delivery, and no duplicate entries: re-sent entries carry the same labels
-  and deterministic timestamps, so Loki's own de-duplication drops them.
+- loki: at-least-once; nothing acknowledged is re-sent. The batch in flight may be: its entries
+  are identical (same labels, deterministic timestamps), and Loki drops them while the originals
+  are in the stream's head block (sinks/loki.py says when it does not).
 - http: at-least-once; exactly-once at a receiver that de-duplicates by Idempotency-Key
-  (``<fingerprint>:<start>-<end>``): a batch's boundaries are made durable before its first send,
-  so a re-send after a restart is the same batch under the same key. A receiver that ignores the
-  key gets the repeats described above.
+  (``[<namespace>/<pod>/]<fingerprint>:<start>-<end>``): a batch's boundaries are made durable
+  before its first send, so a re-send after a restart is the same batch under the same key. A
+  receiver that ignores the key gets the repeats described above.
+- Replicas: the Pod's identity (--pod-identity) is in every Idempotency-Key and Loki stream, so
+  two Pods whose files hold identical lines at identical offsets never share a key or a stream.
 - relp: every message is acknowledged; a crash repeats at most the acknowledged part of the
   batch in flight (and a broken connection at most the RELP window: see sinks/relp.py).
 - syslog: no acknowledgements at all: see sinks/syslog.py for what can be lost or repeated.
@@ -28,12 +31,20 @@ Delivery guarantees, per sink (what a destination sees across crashes, restarts 
   disk space held for it.
 - A corrupted or truncated state file is moved aside (``<state>.corrupt-<time>``) with an error
   log line, and shipping starts over from --start-position (default: the beginning of every
-  file): nothing is lost, every line present is sent again. Loki absorbs the repeat (same
-  entries); HTTP receivers see new batch boundaries, hence new keys, and get the lines twice;
-  stdout/syslog/RELP repeat them. To avoid the repeat, restore the state file or start with
-  --start-position end (which skips lines written while the shipper was down).
-- SIGTERM: reading stops, open batches are flushed, queues drain and the state is written, all
-  within --drain-timeout; what could not be delivered by then is sent after the restart.
+  file): nothing is lost, every line present is sent again. Loki drops the identical entries
+  still in its head blocks and stores the rest again; HTTP receivers see new batch boundaries,
+  hence new keys, and get the lines twice; stdout/syslog/RELP repeat them. To avoid the
+  repeat, restore the state file or start with --start-position end (which skips lines written
+  while the shipper was down).
+- SIGTERM (the final drain): every file is read to its end, and when the nginx master is visible
+  through the Pod's shared PID namespace, only once it has exited (runtime/nginx_exit.py), so
+  the lines nginx writes while it stops are shipped too; then open batches are flushed, queues
+  drain and the state is written, all within --drain-timeout. What could not be delivered by
+  then is logged with its byte count per sink and sent after a restart (if the volume survives).
+- Probes: /readyz is 200 once the state is loaded and written (reading starts), and
+  never depends on a sink: a sink outage is log_shipper_sink_up 0 and the last-success time,
+  for an alert. /healthz fails only when one of the shipper's own loops (each sink's reader and
+  sender, the state keeper) has not turned for --stale-after; a failing send is a turn.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -60,9 +72,31 @@ from sidecars.runtime import lifecycle
 from sidecars.runtime.backoff import Deadline
 from sidecars.runtime.envexpand import expand as expand_env
 from sidecars.runtime.logs import kv
+from sidecars.runtime.nginx_exit import WriterWatch
 from sidecars.runtime.secrets import make_undumpable
 
 log = logging.getLogger("sidecars.log_shipper")
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def pod_identity(setting: str, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(namespace, name) of the Pod, either possibly None: from --pod-identity, else the
+    Downward API's POD_NAMESPACE/POD_NAME, else $HOSTNAME (a Pod's hostname is its name)."""
+    if setting == "off":
+        return None, None
+    if setting != "auto":
+        namespace, _, name = setting.rpartition("/")
+        return namespace or None, name
+
+    def clean(value: str) -> str | None:
+        # From the environment, unchecked: it goes into an HTTP header and a label, so anything
+        # but an object name's characters (CR, LF, '/', blanks...) becomes '_'.
+        return _UNSAFE_ID.sub("_", value.strip())[:253] or None
+
+    name = clean(environ.get("POD_NAME", "")) or clean(environ.get("HOSTNAME", ""))
+    namespace = clean(environ.get("POD_NAMESPACE", ""))
+    return (namespace if name else None), name
 
 
 def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
@@ -73,6 +107,13 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
             labels[name] = expand_env(value, environ)
         except ValueError as exc:
             raise ValueError(f"--loki-label {name}: {exc}") from None
+    namespace, pod = pod_identity(settings.pod_identity, environ)
+    # Replicas must not share Loki streams: identical lines at identical offsets get identical
+    # timestamps, and Loki would keep one of the two. Labels given explicitly win.
+    if pod is not None:
+        labels.setdefault("pod", pod)
+        if namespace is not None:
+            labels.setdefault("namespace", namespace)
     return SinkOptions(
         send_timeout=settings.send_timeout,
         gzip_level=settings.gzip_level,
@@ -88,6 +129,7 @@ def sink_options(settings: Settings, environ: Mapping[str, str]) -> SinkOptions:
         http_username=settings.http_username,
         http_password_file=settings.http_password_file,
         ca_file=settings.ca_file,
+        pod_identity=None if pod is None else "/".join(filter(None, (namespace, pod))),
         # $HOSTNAME is the Pod's name; anything RFC 5424 does not allow becomes "_".
         hostname=settings.hostname or clean_header_field("hostname", environ.get("HOSTNAME", "")),
     )
@@ -127,6 +169,9 @@ class Shipper:
         if not await checkpointer.write():
             log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
             return 1
+        # Started means: the state is loaded and writable. Never a sink's health, nor even a
+        # connection to it (sinks connect at start: a black-holed one must not delay this).
+        self.ctx.health.set_ready(True, f"started; state loaded from {settings.state_file}")
         metrics = ShipperMetrics(self.ctx.registry)
         formats = LineFormats(settings.parser)
         # With rotation on, the readers also follow the rotated files (after a restart too).
@@ -140,6 +185,7 @@ class Shipper:
                 metrics,
                 formats=formats,
                 patterns=patterns if settings.rotate_bytes else None,
+                health=self.ctx.health,
             )
             self.pipelines.append(pipeline)
         self.rotator = (
@@ -164,7 +210,8 @@ class Shipper:
     async def _ship(self, checkpointer: Checkpointer) -> int:
         settings = self.settings
         reading_stop = asyncio.Event()
-        readers = [asyncio.create_task(p.read(reading_stop)) for p in self.pipelines]
+        watch = WriterWatch(settings.paths)
+        readers = [asyncio.create_task(p.read(reading_stop, watch.gone)) for p in self.pipelines]
         senders = [asyncio.create_task(p.send(reading_stop)) for p in self.pipelines]
         keeper = asyncio.create_task(self._keep_state(checkpointer))
         rotating = asyncio.create_task(self.rotator.run()) if self.rotator else None
@@ -184,6 +231,7 @@ class Shipper:
                 log.error("pipeline failed", exc_info=task.exception())
         # Drain: leave a margin inside the lifecycle's deadline for the final state write.
         drain = Deadline(max(0.0, settings.drain_timeout - min(1.0, settings.drain_timeout / 5)))
+        started = time.monotonic()
         reading_stop.set()
         pending = {task for task in workers if not task.done()}
         if pending:
@@ -191,12 +239,8 @@ class Shipper:
         for task in pending:
             task.cancel()
         if pending:
-            queued = sum(p.queue.bytes for p in self.pipelines)
-            log.warning(
-                "drain deadline reached; undelivered lines are sent after the restart",
-                extra=kv(queued_bytes=queued),
-            )
             await asyncio.gather(*pending, return_exceptions=True)
+        self._report_drain(pending, time.monotonic() - started, watch)
         stopped.cancel()
         if rotating is not None:
             rotating.cancel()
@@ -208,9 +252,30 @@ class Shipper:
         failed = any(t.done() and not t.cancelled() and t.exception() for t in workers)
         return 1 if failed and not self.ctx.stop.is_set() else 0
 
+    def _report_drain(
+        self, cut_short: set[asyncio.Task[None]], seconds: float, watch: WriterWatch
+    ) -> None:
+        """What the final drain left undelivered, per sink, in bytes of the files."""
+        behind = {p.key: sum(p.lag().values()) for p in self.pipelines}
+        fields = {"undelivered_bytes": behind, "seconds": round(seconds, 3)}
+        if cut_short:
+            log.warning(
+                "drain deadline reached; undelivered lines stay on the volume for a restart",
+                extra=kv(
+                    **fields,
+                    drain_timeout=self.settings.drain_timeout,
+                    # Still writing at the deadline: its last lines may not even be read yet.
+                    nginx_still_running=watch.pids is not None and watch.exited_at is None,
+                ),
+            )
+        elif any(behind.values()):  # only an unterminated last line can be left
+            log.info("drained; what is left has no newline yet", extra=kv(**fields))
+        else:
+            log.info("drained: every line of every file was delivered", extra=kv(**fields))
+
     async def _keep_state(self, checkpointer: Checkpointer) -> None:
-        """Write acknowledged offsets every --checkpoint-interval; keep health current."""
-        health = self.ctx.health
+        """Write acknowledged offsets every --checkpoint-interval."""
+        loop = self.ctx.health.loop("state")
         while True:
             open_now: set[str] = set()
             for pipeline in self.pipelines:
@@ -219,12 +284,8 @@ class Shipper:
             for pipeline in self.pipelines:
                 for fingerprint in [f for f in pipeline.stampers if f not in checkpointer.streams]:
                     del pipeline.stampers[fingerprint]
-            await checkpointer.write()
-            health.progress()
-            down = [f"{p.key}: {p.last_error}" for p in self.pipelines if not p.up]
-            if not checkpointer.last_write_ok:
-                down.append(f"state file not writable: {checkpointer.file.path}")
-            health.set_ready(not down, "; ".join(down) or "all sinks up")
+            await checkpointer.write()  # a failure is logged and counted (state_writes)
+            loop.tick()
             await asyncio.sleep(self.settings.checkpoint_interval)
 
 

@@ -5,6 +5,15 @@ hanging sink only fills its own queue and pauses its own reader; the other sinks
 The lines it has not acknowledged stay on disk (the reader holds deleted and rotated files open
 until it has read them), and after a restart each sink resumes from its own offset, so nothing
 is re-sent to a sink that had acknowledged it.
+
+Liveness: the reader and the sender each tick a loop of the health state on every turn, also
+while they wait (for lines, for room in the queue, for the next batch) and while a failing sink
+is retried: a sink that is down is a metric, not a stuck process. Only a loop that stops turning
+fails /healthz.
+
+Shutdown (``stop``): the reader goes on reading every file to its end; the end is final once
+``writers_gone()`` says nothing writes any more (the nginx master has exited:
+runtime/nginx_exit.py), then the open batches are flushed and the sender delivers what is queued.
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,12 +36,14 @@ from sidecars.log_shipper.sinks.base import Batch, Sink, SinkError
 from sidecars.log_shipper.state import Checkpointer
 from sidecars.log_shipper.timestamps import Stamper, anchor_of
 from sidecars.runtime.backoff import Backoff
+from sidecars.runtime.health import Health
 from sidecars.runtime.logs import kv
 from sidecars.runtime.tail import Chunk, Tailer
 
 log = logging.getLogger("sidecars.log_shipper")
 
 _IDLE_TICK = 0.25  # how often an idle reader looks at the stop flag
+_WAIT_TICK = 1.0  # a waiting loop still ticks its liveness this often
 # One read from a file: large enough that per-read costs vanish, small enough that the read
 # and its lines are a small part of the memory bound.
 READ_BYTES = 128 * 1024
@@ -72,11 +82,15 @@ class SinkPipeline:
         settings: Settings,
         checkpointer: Checkpointer,
         metrics: ShipperMetrics,
+        health: Health | None = None,
         *,
         formats: LineFormats | None = None,
         patterns: list[str] | None = None,
     ) -> None:
         self.key = spec.key
+        loops = health if health is not None else Health(None)
+        self._read_loop = loops.loop(f"read {spec.key}")
+        self._send_loop = loops.loop(f"send {spec.key}")
         self.sink = sink
         self.settings = settings
         self.checkpointer = checkpointer
@@ -111,21 +125,31 @@ class SinkPipeline:
 
     # --- reading -------------------------------------------------------------------------------
 
-    async def read(self, stop: asyncio.Event) -> None:
-        """Read and batch until ``stop``; then hand the open batches to the sender.
+    async def read(
+        self, stop: asyncio.Event, writers_gone: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Read and batch until ``stop``; then read every file to its end (once
+        ``writers_gone()``), and hand the open batches to the sender.
 
         Reading pauses while the lines held for the sink (queued or being encoded, plus the
         open batches) fill --queue-bytes: reading and encoding share one thread, so reading
         further ahead would only hold more lines in memory, not ship faster."""
+        tick = self._read_loop.tick
         try:
-            while not stop.is_set():
+            while True:
+                tick()
                 if not self.queue.has_room(self.batcher.open_bytes()):
-                    await self._until_room(stop)
+                    await self._until_room()
                     continue
                 # The loop runs the sender between reads. Awaiting before a read, never between
                 # a read and its use, keeps cancellation from losing a chunk.
                 await asyncio.sleep(0)
                 chunk = self.tailer.read_ready()  # a backlog is read without a task per chunk
+                if chunk is None and stop.is_set() and writers_gone():
+                    self.tailer.scan()  # every file as it is now: new ones, final sizes
+                    chunk = self.tailer.read_ready()
+                    if chunk is None:
+                        break  # at the end of every file, and nothing writes any more
                 if chunk is None:
                     due = self.batcher.next_due()
                     wait = _IDLE_TICK if due is None else min(_IDLE_TICK, due - time.monotonic())
@@ -146,6 +170,7 @@ class SinkPipeline:
                 await self._enqueue(batch)
         finally:
             self.reading_done.set()
+            self._read_loop.close()
 
     def _process(self, chunk: Chunk) -> list[Batch]:
         fingerprint = chunk.fingerprint
@@ -167,22 +192,28 @@ class SinkPipeline:
         self._read_bytes.inc(chunk.end - chunk.start)
         return self.batcher.add(fingerprint, stream.path, texts, chunk.bounds, stamps, fields)
 
-    async def _until_room(self, stop: asyncio.Event) -> None:
+    async def _until_room(self) -> None:
         room = asyncio.ensure_future(self.queue.until_room(self.batcher.open_bytes()))
-        stopped = asyncio.ensure_future(stop.wait())
         due = self.batcher.next_due()
-        timeout = None if due is None else max(0.0, due - time.monotonic())
+        timeout = _WAIT_TICK if due is None else min(_WAIT_TICK, max(0.0, due - time.monotonic()))
         try:
-            await asyncio.wait({room, stopped}, timeout=timeout, return_when=FIRST_COMPLETED)
+            await asyncio.wait({room}, timeout=timeout)
         finally:
             room.cancel()
-            stopped.cancel()
         for batch in self.batcher.due():
             await self._enqueue(batch)
 
     async def _enqueue(self, batch: Batch) -> None:
+        # Wait for room in slices, ticking: a sink that is down holds the reader here.
+        while not self.queue.fits(batch.nbytes):
+            room = asyncio.ensure_future(self.queue.until_fits(batch.nbytes))
+            try:
+                await asyncio.wait({room}, timeout=_WAIT_TICK)
+            finally:
+                room.cancel()
+            self._read_loop.tick()
         generation = self.checkpointer.cut(batch.fingerprint, self.key, batch.end)
-        await self.queue.put(batch, generation)
+        await self.queue.put(batch, generation)  # at once: this reader is the only producer
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -194,14 +225,20 @@ class SinkPipeline:
         with the CPU work. Deliveries, and so acknowledgements and checkpoints, stay in order.
         """
         ahead: asyncio.Future[_Outgoing | None] = asyncio.ensure_future(self._next_prepared())
+        tick = self._send_loop.tick
         try:
             while True:
-                outgoing = await ahead
+                tick()
+                while not ahead.done():  # idle until the next batch: still a turning loop
+                    await asyncio.wait({ahead}, timeout=_WAIT_TICK)
+                    tick()
+                outgoing = ahead.result()
                 if outgoing is None:
                     return
                 ahead = asyncio.ensure_future(self._next_prepared())
                 await self._deliver(outgoing)
         finally:
+            self._send_loop.close()
             if not ahead.done():
                 ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -283,7 +320,10 @@ class SinkPipeline:
                 self.metrics.last_success.labels(key).set(time.time())
                 break
             attempt += 1
+            # A failed attempt is a turn of the loop; so is the pause (at most --retry-max).
+            self._send_loop.tick()
             await asyncio.sleep(delay)
+            self._send_loop.tick()
         if outgoing.batch is not None:  # held as lines until now
             outgoing.batch = None
             await self.queue.release(outgoing.nbytes)

@@ -26,12 +26,19 @@ class ByteQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    def fits(self, size: int) -> bool:
+        """Whether ``put`` of a batch of ``size`` bytes would return without waiting."""
+        return self.bytes == 0 or self.bytes + size <= self.max_bytes
+
+    async def until_fits(self, size: int) -> None:
+        """Until ``fits(size)``; changes nothing, so it may be cancelled at any point."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.fits(size))
+
     async def put(self, batch: Batch, generation: int) -> None:
         size = batch.nbytes
         async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.bytes == 0 or self.bytes + size <= self.max_bytes
-            )
+            await self._changed.wait_for(lambda: self.fits(size))
             self._items.append((batch, generation))
             self.bytes += size
             self._changed.notify_all()

@@ -103,6 +103,20 @@ def parse_syslog_hostname(raw: str) -> str:
     return check_header_field("hostname", raw.strip())
 
 
+_POD_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+
+
+def parse_pod_identity(raw: str) -> str:
+    """``auto``, ``off``, ``NAME`` or ``NAMESPACE/NAME`` (Kubernetes object-name characters)."""
+    value = raw.strip()
+    if value.lower() in ("auto", "off"):
+        return value.lower()
+    parts = value.split("/")
+    if len(parts) > 2 or not all(_POD_PART.fullmatch(part) for part in parts):
+        raise ValueError("expected auto, off, NAME or NAMESPACE/NAME (letters, digits, . _ -)")
+    return value
+
+
 def parse_ca_file(raw: str) -> str:
     """A CA bundle that TLS can load now, not at the first connection."""
     import ssl
@@ -286,9 +300,10 @@ class Settings(CommonSettings):
     )
     checkpoint_interval: float = setting(
         1.0,
-        help="acknowledged offsets of the de-duplicating sinks (loki, http) are written at most "
-        "this often (a crash re-sends at most this much, which they absorb); those of syslog, "
-        "relp and stdout are written before their next batch is sent",
+        help="acknowledged offsets of the http sink (its receiver de-duplicates by "
+        "Idempotency-Key) are written at most this often (a crash re-sends at most this much, "
+        "which it absorbs); those of loki, syslog, relp and stdout are written before their "
+        "next batch is sent",
         parse=parse_positive_duration,
     )
     poll_interval: float = setting(
@@ -393,6 +408,15 @@ class Settings(CommonSettings):
         "$HOSTNAME, the Pod name, with other characters replaced by '_')",
         parse=parse_syslog_hostname,
     )
+    pod_identity: str = setting(
+        "auto",
+        help="the Pod's identity, in each HTTP batch's Idempotency-Key and as Loki's 'pod' (and "
+        "'namespace') stream labels unless --loki-label sets them, so replicas never collide: "
+        "auto ($POD_NAMESPACE/$POD_NAME from the Downward API, else $HOSTNAME, the Pod's name), "
+        "NAMESPACE/NAME, NAME, or off",
+        parse=parse_pod_identity,
+        metavar="ID",
+    )
 
     rotate_bytes: int = setting(
         0,
@@ -441,6 +465,14 @@ class Settings(CommonSettings):
             )
         if not self.paths:
             raise ValueError("--paths needs at least one glob")
+        longest_wait = max(self.send_timeout, self.retry_max)
+        if self.stale_after <= longest_wait:
+            # A sender retrying a sink that is down turns at least that often: a shorter
+            # --stale-after would fail liveness for a sink outage.
+            raise ValueError(
+                f"--stale-after ({self.stale_after:g}s) must be longer than --send-timeout and "
+                f"--retry-max ({longest_wait:g}s)"
+            )
 
     @property
     def parser(self) -> Any:

@@ -91,6 +91,9 @@ def decode(data: dict[str, Any]) -> dict[str, StreamState]:
 
 
 def encode(streams: dict[str, StreamState]) -> dict[str, Any]:
+    """A snapshot of ``streams`` that shares no mutable object with them: it is serialised on
+    the writer thread while the event loop goes on appending to and popping from the live
+    ``pending`` lists (json.dumps over a list being changed can write a torn or mixed state)."""
     return {
         "streams": {
             fingerprint: {
@@ -101,7 +104,7 @@ def encode(streams: dict[str, StreamState]) -> dict[str, Any]:
                     name: {
                         "offset": progress.offset,
                         "anchor_ns": progress.anchor_ns,
-                        "pending": progress.pending,
+                        "pending": list(progress.pending),  # a copy: see above
                     }
                     for name, progress in stream.sinks.items()
                 },

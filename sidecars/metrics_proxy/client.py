@@ -52,6 +52,12 @@ def parse_target(raw: str) -> Target:
     return Target(shown, value)
 
 
+def describe(exc: BaseException) -> str:
+    """One line for a log: the exception's type and the first line of its message."""
+    text = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class FetchError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -100,6 +106,11 @@ class Fetcher:
         except OSError as exc:
             detail = exc.strerror or str(exc) or type(exc).__name__
             raise FetchError("connect", f"cannot connect to {self.target}: {detail}") from None
+        except Exception as exc:
+            # Anything else the HTTP layer raises (its parser's own errors, a ValueError or
+            # UnicodeError on odd bytes) means the peer's answer made no sense: its failure.
+            detail = f"bad answer from {self.target}: {describe(exc)}"
+            raise FetchError("protocol", detail) from None
         if response.status != 200:
             raise FetchError("http_status", f"HTTP {response.status} from {self.target}")
         return Fetched(response.body, response.headers.get("content-type", ""))

@@ -29,6 +29,6 @@ def metrics_endpoint(scraper: Scraper, guard: Guard, telemetry: Telemetry) -> Ha
         if compressed:
             headers["Content-Encoding"] = "gzip"
         telemetry.scraped("ok")
-        return Response(200, snapshot.body(fmt, compressed), headers)
+        return Response(200, await snapshot.body_async(fmt, compressed), headers)
 
     return handle

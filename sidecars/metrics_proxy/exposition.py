@@ -12,7 +12,7 @@ import enum
 import functools
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 Labels = tuple[tuple[str, str], ...]
@@ -56,10 +56,13 @@ class Family:
         cannot both be exposed (Prometheus would reject or mix them)."""
         names = {self.name, self.om_name()}
         names.update(sample.name for sample in self.samples)
+        # OpenMetrics reserves a _created sample for these types, whether one is given or not.
         if self.type == "histogram":
-            names.update(self.name + suffix for suffix in ("_bucket", "_sum", "_count"))
+            names.update(self.name + suffix for suffix in ("_bucket", "_sum", "_count", "_created"))
         elif self.type == "summary":
-            names.update(self.name + suffix for suffix in ("_sum", "_count"))
+            names.update(self.name + suffix for suffix in ("_sum", "_count", "_created"))
+        elif self.type == "counter" and self.name.endswith("_total"):
+            names.add(self.om_name() + "_created")
         return names
 
 
@@ -122,16 +125,22 @@ def _escape_help(text: str, fmt: Format) -> str:
     return escaped.replace('"', '\\"') if fmt is Format.OPENMETRICS else escaped
 
 
-@functools.lru_cache(maxsize=16384)
-def _label_text(labels: Labels) -> str:
-    # The same label sets come back on every scrape; format each once.
+def _format_labels(labels: Labels) -> str:
     if not labels:
         return ""
     return "{" + ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in labels) + "}"
 
 
-def _sample_line(sample: Sample, fmt: Format) -> str:
-    line = f"{sample.name}{_label_text(sample.labels)} {format_value(sample.value)}"
+# The same label sets come back on every scrape; format each once. Not for a large snapshot
+# (see render): its label sets would fill the cache and keep their memory from being reused.
+_label_text = functools.lru_cache(maxsize=16384)(_format_labels)
+
+# Above this many samples a body is rendered without the cache.
+UNCACHED_ABOVE = 20_000
+
+
+def _sample_line(sample: Sample, fmt: Format, label_text: Callable[[Labels], str]) -> str:
+    line = f"{sample.name}{label_text(sample.labels)} {format_value(sample.value)}"
     if sample.timestamp is not None:
         if fmt is Format.OPENMETRICS:
             line += f" {format_value(sample.timestamp)}"
@@ -167,8 +176,16 @@ def _text_samples(family: Family) -> tuple[Sample, ...]:
     return family.samples
 
 
+# Lines encoded together: a large body (a merged upstream) is built from encoded pieces, so the
+# lines, their joined text and the bytes are never all held at once.
+_PIECE = 4096
+
+
 def render(families: Sequence[Family], fmt: Format) -> bytes:
+    pieces: list[bytes] = []
     out: list[str] = []
+    large = sum(len(family.samples) for family in families) > UNCACHED_ABOVE
+    label_text = _format_labels if large else _label_text
     for family in families:
         if fmt is Format.OPENMETRICS:
             name, kind, samples = _om_header(family)
@@ -177,10 +194,19 @@ def render(families: Sequence[Family], fmt: Format) -> bytes:
         if family.help:
             out.append(f"# HELP {name} {_escape_help(family.help, fmt)}\n")
         out.append(f"# TYPE {name} {kind}\n")
-        out.extend(_sample_line(sample, fmt) for sample in samples)
+        for start in range(0, len(samples), _PIECE):
+            out.extend(
+                _sample_line(sample, fmt, label_text) for sample in samples[start : start + _PIECE]
+            )
+            if len(out) >= _PIECE:
+                pieces.append("".join(out).encode())
+                out.clear()
     if fmt is Format.OPENMETRICS:
         out.append("# EOF\n")
-    return "".join(out).encode()
+    if not pieces:  # the usual size: one piece, no second copy
+        return "".join(out).encode()
+    pieces.append("".join(out).encode())
+    return b"".join(pieces)
 
 
 def add_labels(family: Family, extra: Labels) -> Family:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -16,18 +17,20 @@ from typing import Generic, TypeVar
 from prometheus_client import CollectorRegistry
 
 from sidecars.metrics_proxy.access_log import AccessLogMetrics
-from sidecars.metrics_proxy.client import Fetcher, FetchError
+from sidecars.metrics_proxy.client import Fetched, Fetcher, FetchError, describe
 from sidecars.metrics_proxy.collector import stub_status_families
 from sidecars.metrics_proxy.exposition import Family, Format, Labels, add_labels, render
 from sidecars.metrics_proxy.merge import (
     ExpositionError,
+    Merged,
+    Parsed,
     convert_metric,
     merge,
     parse_exposition,
-    rename,
 )
 from sidecars.metrics_proxy.stub_status import StubStatus, StubStatusError, parse_stub_status
 from sidecars.metrics_proxy.telemetry import Telemetry
+from sidecars.metrics_proxy.worker import Busy, LoopThread
 from sidecars.runtime import logs
 
 log = logging.getLogger("sidecars.metrics_proxy")
@@ -35,6 +38,8 @@ log = logging.getLogger("sidecars.metrics_proxy")
 T = TypeVar("T")
 
 STUB_STATUS = "stub_status"
+
+_PARSING = threading.Lock()
 
 
 class SingleFlight(Generic[T]):
@@ -59,21 +64,52 @@ class SingleFlight(Generic[T]):
             task.exception()  # retrieved, so a failure nobody awaited is not logged as lost
 
 
+# A snapshot with more samples than this is rendered in a thread: a merged upstream can make
+# it megabytes, which would hold the event loop (and /healthz) for a noticeable time.
+LARGE_SNAPSHOT = 20_000
+
+
 class Snapshot:
     """The families of one round, with each encoding rendered at most once."""
 
     def __init__(self, families: Sequence[Family]) -> None:
         self.families = families
+        self.samples = sum(len(family.samples) for family in families)
         self._bodies: dict[tuple[Format, bool], bytes] = {}
+        self._rendering: dict[tuple[Format, bool], asyncio.Future[bytes]] = {}
+
+    def _render(self, fmt: Format, compressed: bool) -> bytes:
+        body = render(self.families, fmt)
+        if compressed:
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+        return body
 
     def body(self, fmt: Format, compressed: bool) -> bytes:
         key = (fmt, compressed)
         body = self._bodies.get(key)
         if body is None:
-            body = render(self.families, fmt)
-            if compressed:
-                body = gzip.compress(body, compresslevel=1, mtime=0)
-            self._bodies[key] = body
+            body = self._bodies[key] = self._render(fmt, compressed)
+        return body
+
+    async def body_async(self, fmt: Format, compressed: bool) -> bytes:
+        """As ``body``; a large snapshot is rendered in a thread, once for all who ask."""
+        key = (fmt, compressed)
+        body = self._bodies.get(key)
+        if body is not None:
+            return body
+        if self.samples < LARGE_SNAPSHOT:
+            return self.body(fmt, compressed)
+        rendering = self._rendering.get(key)
+        if rendering is None:
+            rendering = self._rendering[key] = asyncio.ensure_future(
+                asyncio.to_thread(self._render, fmt, compressed)
+            )
+        try:
+            body = await asyncio.shield(rendering)
+        finally:
+            if rendering.done():
+                self._rendering.pop(key, None)  # a failed rendering is tried again
+        self._bodies[key] = body
         return body
 
 
@@ -92,6 +128,7 @@ class SourceState:
     def __init__(self, source: str) -> None:
         self.source = source
         self.failing: str | None = None
+        self.said_invalid = False
 
     def ok(self) -> None:
         if self.failing is not None:
@@ -105,12 +142,58 @@ class SourceState:
             )
         self.failing = reason
 
+    def invalid(self, detail: str) -> None:
+        """Some families were left out (they would break OpenMetrics): said once, not per
+        scrape; the count is in metrics_proxy_dropped_series_total{reason="invalid"}."""
+        if not self.said_invalid:
+            log.warning(
+                "families left out",
+                extra=logs.kv(source=self.source, reason="invalid", error=detail),
+            )
+        self.said_invalid = True
+
 
 class Upstream:
+    """A merged upstream: fetched and parsed in its own thread (see worker.py), so its size or
+    its misbehaviour bound only its own part of a scrape."""
+
     def __init__(self, name: str, fetcher: Fetcher) -> None:
         self.name = name
         self.fetcher = fetcher
         self.state = SourceState(name)
+        self.worker = LoopThread(name)
+
+    async def read(self, convert: Callable[[Fetched, float], Parsed]) -> Parsed:
+        """Fetch and ``convert(fetched, deadline)`` in the upstream's thread, within the
+        fetcher's timeout of wall clock. Past it, or while an earlier fetch still holds the
+        thread, FetchError; the fetch's and the conversion's own errors come through."""
+        timeout = self.fetcher.timeout
+
+        async def job() -> Parsed:
+            deadline = time.monotonic() + timeout
+            fetched = await self.fetcher.get()
+            return convert(fetched, deadline)
+
+        try:
+            return await self.worker.run(job, timeout)
+        except TimeoutError:
+            raise FetchError(
+                "timeout", f"no complete answer from {self.fetcher.target} within {timeout:g}s"
+            ) from None
+        except Busy:
+            raise FetchError(
+                "stalled",
+                f"the previous fetch of {self.fetcher.target} has still not ended: its thread "
+                "is held (a parser looping on hostile bytes?); restart the process to free it",
+            ) from None
+
+    async def close(self) -> None:
+        if not self.worker.busy:
+            try:
+                await self.worker.run(self.fetcher.close, 2.0)
+            except Exception as exc:  # best effort: the process is ending
+                log.debug("closing", extra=logs.kv(source=self.name, error=describe(exc)))
+        self.worker.stop()
 
 
 class Scraper:
@@ -154,23 +237,52 @@ class Scraper:
         except StubStatusError as exc:
             error = "parse"
             self._stub_state.failed(error, f"{self.stub_status.target}: {exc}")
+        except Exception as exc:  # a bug of ours must not turn every scrape into a 500
+            error = "internal"
+            self._stub_state.failed(error, f"{self.stub_status.target}: {describe(exc)}")
         else:
             self._stub_state.ok()
         self.telemetry.fetched(STUB_STATUS, time.perf_counter() - started, error)
         return status
 
+    def _convert(self, upstream: Upstream) -> Callable[[Fetched, float], Parsed]:
+        label = ((self.merge_label, upstream.name),) if self.merge_label else ()
+        labels = label + self.const_labels
+
+        def convert(fetched: Fetched, deadline: float) -> Parsed:
+            # One body parsed at a time: a parse holds several times its body's size while it
+            # runs, and under the GIL parsing two at once would not be faster anyway.
+            if not _PARSING.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("waited past the deadline for another upstream's parse")
+            try:
+                return parse_exposition(
+                    fetched.body,
+                    fetched.content_type,
+                    prefix=self.merge_prefix,
+                    labels=labels,
+                    deadline=deadline,
+                )
+            finally:
+                _PARSING.release()
+
+        return convert
+
     async def _read_upstream(self, upstream: Upstream) -> tuple[str, list[Family]] | None:
+        """The upstream's families (renamed, labelled, const labels on), or None when any
+        part of fetching or parsing it failed: each failure is that upstream's alone."""
         started = time.perf_counter()
         parsed = error = None
         try:
-            fetched = await upstream.fetcher.get()
-            parsed = parse_exposition(fetched.body, fetched.content_type)
+            parsed = await upstream.read(self._convert(upstream))
         except FetchError as exc:
             error = exc.reason
             upstream.state.failed(exc.reason, exc.detail)
         except ExpositionError as exc:
             error = "parse"
             upstream.state.failed(error, f"{upstream.fetcher.target}: {exc}")
+        except Exception as exc:  # whatever else: still this upstream's failure, never a 500
+            error = "internal"
+            upstream.state.failed(error, f"{upstream.fetcher.target}: {describe(exc)}")
         else:
             upstream.state.ok()
         self.telemetry.fetched(upstream.name, time.perf_counter() - started, error)
@@ -179,8 +291,12 @@ class Scraper:
             return None
         if parsed.unsupported:
             self.telemetry.dropped_series(upstream.name, "unsupported_type", parsed.unsupported)
-        label = ((self.merge_label, upstream.name),) if self.merge_label else ()
-        return upstream.name, rename(parsed.families, self.merge_prefix, label)
+        if parsed.duplicates:
+            self.telemetry.dropped_series(upstream.name, "duplicate_series", parsed.duplicates)
+        if parsed.invalid:
+            self.telemetry.dropped_series(upstream.name, "invalid", parsed.invalid)
+            upstream.state.invalid(parsed.invalid_detail)
+        return upstream.name, parsed.families
 
     async def _collect(self) -> Snapshot:
         self.telemetry.collections += 1
@@ -195,16 +311,23 @@ class Scraper:
             own += self.access_log.families()
         own += self.telemetry.families()
         own += registry_families(self.registry)
+        own = [add_labels(family, self.const_labels) for family in own]
         upstream = [item for item in fetched if item is not None]
-        families = own
-        if upstream:  # our own families never collide among themselves
+        if not upstream:  # our own families never collide among themselves
+            return Snapshot(own)
+        # The upstreams' families carry the const labels already (added while parsing).
+        if sum(len(f.samples) for _, families in upstream for f in families) < LARGE_SNAPSHOT:
             merged = merge(own, upstream)
-            for (source, reason), count in merged.dropped.items():
-                self.telemetry.dropped_series(source, reason, count)
-            families = merged.families
-        return Snapshot([add_labels(family, self.const_labels) for family in families])
+        else:  # a large upstream makes this a noticeable time: not on the loop
+            merged = await asyncio.to_thread(merge, own, upstream)
+        self._count_dropped(merged)
+        return Snapshot(merged.families)
+
+    def _count_dropped(self, merged: Merged) -> None:
+        for (source, reason), count in merged.dropped.items():
+            self.telemetry.dropped_series(source, reason, count)
 
     async def close(self) -> None:
         await self.stub_status.close()
         for upstream in self.upstreams:
-            await upstream.fetcher.close()
+            await upstream.close()

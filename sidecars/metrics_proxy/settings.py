@@ -72,14 +72,29 @@ def parse_buckets(raw: str) -> tuple[float, ...]:
     return values
 
 
+# Labels that mean something to Prometheus: a histogram bucket's bound, a summary's quantile.
+# Added to every series they would replace those (the series' own is kept as exported_le) and
+# break every histogram and summary; ``__*`` names are Prometheus' own.
+RESERVED_LABELS = frozenset({"le", "quantile"})
+
+
+def check_label_name(name: str) -> str:
+    if not LABEL_NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+    if name.startswith("__"):
+        raise ValueError(f"{name!r}: label names starting with '__' are reserved for Prometheus")
+    if name in RESERVED_LABELS:
+        raise ValueError(f"{name!r} is reserved (histogram buckets and summary quantiles carry it)")
+    return name
+
+
 def parse_label_pair(raw: str) -> tuple[str, str]:
     """``name=value``; the value may hold ``${VAR}`` references, expanded at start."""
     name, sep, value = raw.partition("=")
     name = name.strip()
     if not sep:
         raise ValueError("expected name=value")
-    if not LABEL_NAME.match(name) or name.startswith("__"):
-        raise ValueError(f"{name!r} is not a valid label name")
+    check_label_name(name)
     references(value)  # syntax errors now, not at the first scrape
     return name, value
 
@@ -107,9 +122,7 @@ def parse_prefix(raw: str) -> str:
 
 def parse_label_name(raw: str) -> str:
     value = raw.strip()
-    if value and (not LABEL_NAME.match(value) or value.startswith("__")):
-        raise ValueError("must be a valid label name, e.g. upstream")
-    return value
+    return check_label_name(value) if value else value
 
 
 def parse_secret_file(raw: str) -> Path:
@@ -211,20 +224,28 @@ class MetricsProxySettings(CommonSettings):
     )
     merge_label: str = setting(
         "",
-        help="label naming the upstream (its NAME) added to every merged series, e.g. upstream",
+        help="label naming the upstream (its NAME) added to every merged series, e.g. upstream "
+        "(not le, quantile or __*: histograms and summaries carry those)",
         parse=parse_label_name,
     )
     merge_timeout: float = setting(
-        5.0, help="per-scrape timeout for each upstream /metrics", parse=parse_positive_duration
+        5.0,
+        help="per-scrape bound for each upstream /metrics, fetch and parse, kept by the wall "
+        "clock whatever the upstream sends (its up gauge is 0 past it)",
+        parse=parse_positive_duration,
     )
     merge_max_bytes: int = setting(
-        16 * 1024 * 1024,
-        help="largest upstream /metrics body accepted (larger ones are dropped whole)",
+        2 * 1024 * 1024,
+        help="largest upstream /metrics body accepted (larger ones are dropped whole). Merging "
+        "one costs up to ~30 MiB of memory per MiB of body (one family of short lines; ~6 for "
+        "typical histograms); 2MiB keeps the worst case near 95 MiB, inside the manifest's "
+        "128Mi limit (bench/metrics_proxy/RESULTS.md)",
         parse=parse_positive_size,
     )
     const_labels: tuple[tuple[str, str], ...] = setting(
         (),
-        help="label added to every series: NAME=VALUE, VALUE may hold ${ENV_VAR}",
+        help="label added to every series: NAME=VALUE, VALUE may hold ${ENV_VAR} "
+        "(NAME not le, quantile or __*)",
         parse=parse_label_pair,
         repeatable=True,
         metavar="NAME=VALUE",

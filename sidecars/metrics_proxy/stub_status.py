@@ -49,13 +49,20 @@ class StubStatus:
     waiting: int
 
 
+def _number(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # past Python's 4300-digit limit for int(): no counter is that long
+        raise StubStatusError(f"not a stub_status page: a number of {len(digits)} digits") from None
+
+
 def _fields(text: str) -> dict[str, int]:
     found: dict[str, int] = {}
     lines = [" ".join(line.split()) for line in text.splitlines()]
     lines = [line for line in lines if line]
     for index, line in enumerate(lines):
         for name, number in _PAIR.findall(line):
-            found.setdefault(" ".join(name.lower().split()), int(number))
+            found.setdefault(" ".join(name.lower().split()), _number(number))
         # "server accepts handled requests" then " 1 2 3": names and numbers pair up by position.
         if ":" not in line and _WORDS.match(line) and index + 1 < len(lines):
             following = lines[index + 1]
@@ -65,7 +72,7 @@ def _fields(text: str) -> dict[str, int]:
                     names = names[1:]
                 if len(names) == len(numbers):
                     for name, number in zip(names, numbers, strict=True):
-                        found.setdefault(name, int(number))
+                        found.setdefault(name, _number(number))
     return found
 
 
@@ -79,7 +86,9 @@ _EXACT = re.compile(
 def parse_stub_status(text: str) -> StubStatus:
     exact = _EXACT.fullmatch(text)
     if exact is not None:
-        active, accepted, handled, requests, reading, writing, waiting = map(int, exact.groups())
+        active, accepted, handled, requests, reading, writing, waiting = map(
+            _number, exact.groups()
+        )
         return StubStatus(active, accepted, handled, requests, reading, writing, waiting)
     found = _fields(text)
     missing = [label for label in _FIELDS.values() if label not in found]

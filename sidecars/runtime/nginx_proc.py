@@ -14,47 +14,55 @@ import os
 from pathlib import Path
 
 MASTER_TITLE = b"nginx: master process"
+PROC = Path("/proc")
 
 
 class NginxNotFound(Exception):
     """No nginx master to signal; the message says why."""
 
 
-def is_master(pid: int, proc: Path = Path("/proc")) -> bool:
+def _cmdline(pid: int, proc: Path) -> bytes:
     try:
-        return (proc / str(pid) / "cmdline").read_bytes().startswith(MASTER_TITLE)
+        return (proc / str(pid) / "cmdline").read_bytes()
     except OSError:
-        return False
+        return b""  # gone, or a zombie (empty command line)
 
 
-def masters(proc: Path = Path("/proc")) -> list[int]:
-    """Every visible nginx master's pid."""
-    found = []
+def is_master(pid: int, proc: Path = PROC) -> bool:
+    return _cmdline(pid, proc).startswith(MASTER_TITLE)
+
+
+def masters(proc: Path = PROC) -> list[int]:
+    """Every visible nginx master's pid (never our own)."""
     try:
-        entries = list(os.scandir(proc))
+        names = os.listdir(proc)
     except OSError:
         return []
-    for entry in entries:
-        if entry.name.isdigit() and is_master(int(entry.name), proc):
-            found.append(int(entry.name))
-    return sorted(found)
+    pids = sorted(int(name) for name in names if name.isdigit())
+    return [pid for pid in pids if pid != os.getpid() and is_master(pid, proc)]
 
 
-def holds_open(pid: int, dev_ino: tuple[int, int], proc: Path = Path("/proc")) -> bool | None:
-    """Whether ``pid`` has the file (device, inode) open; None when its fds cannot be seen."""
+def open_files(pid: int, proc: Path = PROC) -> set[tuple[int, int]] | None:
+    """(device, inode) of the files ``pid`` holds open; None when they cannot be read."""
     fd_dir = proc / str(pid) / "fd"
     try:
-        names = os.listdir(fd_dir)
+        fds = os.listdir(fd_dir)
     except OSError:
         return None
-    for name in names:
+    found = set()
+    for fd in fds:
         try:
-            info = os.stat(fd_dir / name)  # follows the magic link to the open file
+            info = os.stat(fd_dir / fd)  # follows the magic link to the open file
         except OSError:
-            continue
-        if (info.st_dev, info.st_ino) == dev_ino:
-            return True
-    return False
+            continue  # closed meanwhile
+        found.add((info.st_dev, info.st_ino))
+    return found
+
+
+def holds_open(pid: int, dev_ino: tuple[int, int], proc: Path = PROC) -> bool | None:
+    """Whether ``pid`` has the file (device, inode) open; None when its fds cannot be seen."""
+    held = open_files(pid, proc)
+    return None if held is None else dev_ino in held
 
 
 def read_pidfile(pidfile: Path) -> int:
@@ -71,7 +79,7 @@ def find_master(
     *,
     pidfile: Path | None = None,
     holding: tuple[int, int] | None = None,
-    proc: Path = Path("/proc"),
+    proc: Path = PROC,
 ) -> int:
     """The pid of the nginx master to signal; NginxNotFound (with the reason) otherwise.
 

@@ -10,6 +10,7 @@ e2e test uses: the manifest itself ships to stdout.
 
 from __future__ import annotations
 
+import http.client
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from k8s import variants
 from sidecars.log_shipper.sinks import parse_sink
 from tests.e2e import pods
 from tests.e2e.engine import Podman
@@ -260,3 +262,55 @@ def test_state_file_on_its_own_volume_and_the_logs_read_only_for_the_proxy(
     offsets = wait_until(acknowledged, timeout=15, interval=0.2, what="offsets checkpointed")
     assert {sink for _, sink in offsets} == set(receivers.keys)
     assert {path for path, _ in offsets} == {f"/var/log/nginx/{n}" for n in LOGS}
+
+
+BURST = 2000
+
+
+def test_pod_deleted_right_after_a_burst_loses_no_request(
+    engine: Podman, origin: pods.PlayedPod, receivers: Receivers
+) -> None:
+    """Issue 9: the Pod is stopped (as a delete does: every container at once, nginx with its
+    graceful SIGQUIT, the sidecars with SIGTERM) the moment a burst of requests has been
+    answered. The shipper waits for the nginx master to exit, reads the logs to their end and
+    delivers before it exits: every request is at the receiver, once."""
+    pod = pods.play(
+        engine,
+        pods.APP_POD,
+        name="sidecars-logs-down",
+        env={"LOG_SHIPPER_SINK": f"http={receivers.http.url}"},
+    )
+    try:
+        assert pod.play.returncode == 0, pod.play.stderr
+        pods.wait_http_ok(pod.url(9102, "/readyz"), what="log-shipper /readyz")
+        pods.wait_http_ok(pod.url(8080), what="nginx up")
+        marker = uuid.uuid4().hex[:12]
+        conn = http.client.HTTPConnection("127.0.0.1", pod.ports[8080], timeout=10)
+        try:
+            for i in range(BURST):
+                conn.request("GET", f"/?e2e={marker}-{i:04d}")
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200
+        finally:
+            conn.close()
+        # At once, as the kubelet deletes a classic Pod: nginx and its sidecars are sent their
+        # stop signals together, with the manifest's grace. Two podman 4.3 quirks are avoided:
+        # `podman pod stop` stops the infra container alongside, and the exit of the shared PID
+        # namespace's init SIGKILLs every process in it; and kube play's pods stop their infra
+        # as soon as no container is "running" (one being stopped does not count), so one
+        # container (the metrics-proxy, whose stop is irrelevant here) is stopped afterwards.
+        grace = str(variants.load(pods.APP_POD)[0]["spec"]["terminationGracePeriodSeconds"])
+        together = [f"{pod.name}-{name}" for name in ("nginx", SHIPPER, "config-fetcher")]
+        engine("stop", "--time", grace, *together, timeout=120)
+        engine("stop", "--time", grace, f"{pod.name}-metrics-proxy", timeout=120)
+        shipper_log = engine.logs(f"{pod.name}-{SHIPPER}")
+        codes = {name: engine.inspect(name)["State"]["ExitCode"] for name in together}
+        print(f"shipper log:\n{shipper_log}\nexit codes: {codes}")
+    finally:
+        engine.down(pod.name)
+    got = [e for e in receivers.http.lines() if marker in e["line"]]
+    wanted = [f"GET /?e2e={marker}-{i:04d} HTTP/1.1" for i in range(BURST)]
+    assert sorted(e["fields"]["request"] for e in got) == wanted, shipper_log[-3000:]
+    assert codes[f"{pod.name}-{SHIPPER}"] == 0, shipper_log[-3000:]
+    assert '"drained: every line' in shipper_log, shipper_log[-3000:]

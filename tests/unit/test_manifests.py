@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -147,8 +149,9 @@ def test_log_shipper_sidecar():
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert shipper["ports"] == [{"name": "shipper-http", "containerPort": 9102}]
     assert shipper["startupProbe"]["httpGet"]["path"] == "/readyz"
-    # A sink outage (/readyz 503) must not make the Pod unready: readiness is /healthz.
-    assert shipper["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # /readyz means "started" (state loaded) and never depends on a sink: a sink outage must
+    # neither kill a restarted shipper (startupProbe) nor make the Pod unready.
+    assert shipper["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert shipper["livenessProbe"]["httpGet"]["path"] == "/healthz"
     mounts = {m["name"]: m for m in shipper["volumeMounts"]}
     # Read-write: it rotates (renames, deletes) nginx's logs.
@@ -295,7 +298,40 @@ def test_classic_moves_native_sidecars_before_app_containers():
 def test_classic_drops_empty_init_list():
     pod = {"kind": "Pod", "spec": {"initContainers": [{"name": "s", "restartPolicy": "Always"}]}}
     out = variants.classic(pod)
-    assert "initContainers" not in out["spec"] and out["spec"]["containers"] == [{"name": "s"}]
+    assert "initContainers" not in out["spec"]
+    assert out["spec"]["containers"] == [
+        {"name": "s", "lifecycle": {"preStop": variants.PRESTOP_WAIT_FOR_NGINX}}
+    ]
+
+
+def _nginx_shutdown_timeout() -> int:
+    conf = (K8S.parent / "apps" / "nginx" / "nginx.conf").read_text()
+    (value,) = re.findall(r"^worker_shutdown_timeout (\d+)s;", conf, re.M)
+    return int(value)
+
+
+def test_shutdown_budget_adds_up():
+    """terminationGracePeriodSeconds covers nginx's graceful stop, then the shipper's drain
+    (native: sidecars stop after nginx; classic: their preStop waits for nginx to exit)."""
+    (pod,) = pods_of(variants.load(APP))
+    spec = pod["spec"]
+    (shipper,) = (c for c in spec["initContainers"] if c["name"] == "log-shipper")
+    drain = float({e["name"]: e for e in shipper["env"]}["LOG_SHIPPER_DRAIN_TIMEOUT"]["value"])
+    nginx_stop = _nginx_shutdown_timeout()
+    grace = spec["terminationGracePeriodSeconds"]
+    assert nginx_stop + drain < grace
+    assert nginx_stop < variants.NGINX_EXIT_WAIT_S  # the preStop outwaits nginx's stop
+    assert variants.NGINX_EXIT_WAIT_S + drain < grace
+    (classic,) = pods_of(variants.load(CLASSIC))
+    for container in classic["spec"]["containers"]:
+        hook = container.get("lifecycle", {}).get("preStop")
+        if container["name"] == "nginx":
+            assert hook is None
+        else:  # every sidecar waits for nginx to exit before its SIGTERM
+            assert hook == variants.PRESTOP_WAIT_FOR_NGINX, container["name"]
+            command = hook["exec"]["command"]
+            assert command[:3] == ["python", "-m", "sidecars.runtime.nginx_exit"]
+            assert importlib.util.find_spec(command[2]) is not None
 
 
 def test_podman_variant():

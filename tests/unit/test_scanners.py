@@ -41,11 +41,21 @@ PODMAN_ANNOTATION_MAX = 63
 SCANNER_TIMEOUT = 300
 
 
+# The scanners live in a venv of their own (tests/run makes it from tests/scanners.txt): checkov
+# alone pulls ~70 packages with pins (packaging<24, its own aiohttp range) that must not decide
+# which versions of the parts' runtime dependencies the tests run against.
+SCANNERS_BIN = Path(__file__).resolve().parents[2] / ".venv-scanners" / "bin"
+
+
 def scanner(name: str) -> str:
-    """The scanner's binary: beside this interpreter (the venv's), else on PATH."""
-    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    """The scanner's binary: in the scanners' venv, beside this interpreter, else on PATH."""
+    path = (
+        shutil.which(name, path=str(SCANNERS_BIN))
+        or shutil.which(name, path=str(Path(sys.executable).parent))
+        or shutil.which(name)
+    )
     if path is None:
-        pytest.fail(f"{name} is not installed: it is in pyproject's [test] extras")
+        pytest.fail(f"{name} is not installed: bash tests/run --install-only installs it")
     return path
 
 

@@ -1,9 +1,11 @@
 """HTTP NDJSON sink: POST each batch as newline-delimited JSON (gzip), with an idempotency key.
 
 Guarantee: at-least-once; with a receiver that de-duplicates by ``Idempotency-Key``, exactly
-once. The key is ``<fingerprint>:<start>-<end>`` of the batch in its file, and a batch re-sent
-after a restart covers the same lines (its boundary was made durable before the first send),
-so it carries the same key.
+once. The key is ``[<namespace>/<pod>/]<fingerprint>:<start>-<end>`` of the batch in its file,
+and a batch re-sent after a restart covers the same lines (its boundary was made durable before
+the first send), so it carries the same key. The Pod's identity keeps two replicas whose logs
+hold byte-identical lines at the same offsets (nginx's start-up lines, identical probe
+requests) from sharing a key, which a de-duplicating receiver would drop as a repeat.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ class HttpSink(HttpPostSink):
             headers=options.http_header_files,
         )
         super().__init__(url, options, dict(options.http_headers), auth)
+        self._key_prefix = f"{options.pod_identity}/" if options.pod_identity else ""
 
     async def prepare(self, batch: Batch) -> Body:
         body, headers = await encode_pieces(ndjson_pieces(batch), self.options.gzip_level)
         headers["Content-Type"] = "application/x-ndjson"
-        headers["Idempotency-Key"] = batch.key
+        headers["Idempotency-Key"] = self._key_prefix + batch.key
         return body, headers

@@ -102,7 +102,7 @@ def _failed(reason: str, detail: str) -> SinkError:
 class HttpPostSink(ABC):
     """A sink that POSTs each prepared batch to one URL; subclasses define ``prepare``."""
 
-    deduplicates = True  # Loki drops identical entries; receivers honour Idempotency-Key
+    deduplicates = True  # receivers honour Idempotency-Key (Loki's sink overrides it)
 
     def __init__(
         self,

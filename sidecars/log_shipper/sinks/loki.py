@@ -1,9 +1,15 @@
 """Loki sink: the push API (``/loki/api/v1/push``), JSON, gzip, one stream per batch.
 
-Guarantee: at-least-once delivery, and no duplicate *entries* in Loki after a re-send: each
-entry's timestamp is a pure function of the line and its offset (see timestamps.py) and its
-labels are the configured ones plus ``filename`` (the file's first-seen name), so a re-sent entry
-is identical to the stored one and Loki drops it. Loki rejects entries older than its
+Guarantee: at-least-once delivery, and a restart re-sends nothing Loki acknowledged: Loki drops
+an identical entry (same stream, timestamp and line) only while the original is still in the
+stream's head block; a repeat arriving after that block was cut is stored, and while log queries
+merge it, metric queries (``count_over_time``) count it. So each acknowledgement is checkpointed
+before the next batch is sent (``deduplicates = False``, as for RELP): a crash repeats at most
+the one batch in flight, seconds old, whose original (if Loki stored it) is still in the head
+block and is dropped. Each entry's timestamp is a pure function of the line and its offset (see
+timestamps.py) and its labels are the configured ones plus ``filename`` (the file's first-seen
+name) and the Pod's identity (``pod``, ``namespace``), so that repeat is identical to the stored
+entry, and two replicas never share a stream. Loki rejects entries older than its
 out-of-order window or ``reject_old_samples_max_age`` with a 400: those batches are dropped and
 counted (reason ``http_400``), which is what Loki itself decided.
 """
@@ -42,6 +48,9 @@ def static_headers(options: SinkOptions) -> dict[str, str]:
 
 class LokiSink(HttpPostSink):
     name = "loki"
+    # Loki absorbs a repeat only within its head block: every acknowledgement is made durable
+    # before the next batch goes out (bench/log_shipper/RESULTS.md measures the cost).
+    deduplicates = False
 
     def __init__(self, url: str, options: SinkOptions) -> None:
         super().__init__(push_url(url), options, static_headers(options), credentials(url, options))

@@ -27,4 +27,7 @@ class SinkOptions:
     http_password_file: FileSecret[str] | None = None
     # TLS trust for https:// (Loki, HTTP) and tls:// (syslog, RELP) URLs; None = system CAs
     ca_file: str | None = None
+    # The Pod's identity ("namespace/name" or "name"), or None: prefixes the HTTP sink's
+    # Idempotency-Key so two replicas' identical batches never share a key.
+    pod_identity: str | None = None
     hostname: str = "-"  # RFC 5424 HOSTNAME (the Pod name when set through the Downward API)

@@ -4,8 +4,7 @@ loop making progress, so the kubelet never restarts it for an outage nginx rides
 
 from __future__ import annotations
 
-import contextlib
-import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from tests.integration.config_fetcher.helpers import snapshot
 from tests.integration.config_fetcher.pod import PodLike, bundle, pod, push
 from tests.support.nginx import have_nginx
-from tests.support.procs import Proc, free_port, http_get, sidecars_cmd, wait_until
+from tests.support.procs import Proc, free_port, http_get, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -73,18 +72,32 @@ def test_without_a_published_version_it_is_not_ready(pod: PodLike) -> None:
     assert watch.probe("/healthz")[0] == 200, "failing attempts are progress of its own loop"
 
 
+# The CLI with a local source whose read never returns, as on a hung volume (NFS, a FUSE mount);
+# the read runs in a worker thread, so the health server keeps answering.
+HUNG_READ = """
+import sys, threading
+from sidecars.config_fetcher import sources
+sources.LocalSource._read = lambda self: threading.Event().wait()
+from sidecars.config_fetcher.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
-    """A read that never returns (a FIFO stands in for a hung volume) stops the loop: that, and
-    only that, fails /healthz once --stuck-after has passed."""
-    fifo = tmp_path / "site.conf"
-    os.mkfifo(fifo)
+    """An attempt that never returns stops the loop: that, and only that, fails /healthz once
+    --stuck-after has passed. (A FIFO cannot stand in for the hung read: local sources refuse
+    special files.)"""
+    source = tmp_path / "site.conf"
+    source.write_text("v1\n")
     listen = free_port()
     proc = Proc(
-        sidecars_cmd(
-            "config-fetcher",
+        [
+            sys.executable,
+            "-c",
+            HUNG_READ,
             "--watch",
             "--source",
-            str(fifo),
+            str(source),
             "--dest",
             str(tmp_path / "out"),
             "--listen",
@@ -99,7 +112,7 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
             "0.5",
             "--stuck-after",
             "3",
-        ),
+        ],
         tmp_path / "fetcher.log",
     )
     try:
@@ -110,9 +123,4 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
         )
         assert b"no progress" in body
     finally:
-        # Release the blocked read so the process can drain and exit (else stop() kills it).
-        with contextlib.suppress(OSError):
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            os.write(fd, b"v1\n")
-            os.close(fd)
         proc.stop()

@@ -120,8 +120,11 @@ def test_sigkill_mid_batch_and_restart_several_times(tmp_path, nginx, receiver, 
         return found
 
     wait_until(lambda: sum(loki_ids().values()) >= 5000, timeout=60, what="loki entries")
-    assert loki_ids() == Counter(range(5000)), "Loki de-duplicated the re-sent entries"
-    assert loki.stats()["duplicates"] > 0
+    assert loki_ids() == Counter(range(5000)), "a log query sees every line once"
+    # Each Loki acknowledgement is checkpointed before the next batch: a crash can repeat only
+    # the batch in flight (8 KiB, ~55 access lines), which Loki stores again only if its head
+    # block was cut in between (test_pod_life.py has the exact count for a clean cut).
+    assert loki.stats()["stored_repeats"] <= 4 * 8192 // 100, loki.stats()
 
 
 def write_lines(path: Path, start: int, stop: int) -> None:
@@ -130,8 +133,9 @@ def write_lines(path: Path, start: int, stop: int) -> None:
 
 
 def test_receiver_down_then_back(tmp_path, receiver, shippers):
-    """The receiver stopped for 30 s, then started: retries with backoff meanwhile, not ready,
-    and every line shipped exactly once when it is back."""
+    """The receiver stopped for 30 s, then started: retries with backoff meanwhile, still
+    ready (a sink's outage is a metric, never the shipper's readiness), and every line shipped
+    exactly once when it is back."""
     log = tmp_path / "logs" / "access.log"
     log.parent.mkdir()
     shipper = http_shipper(
@@ -147,7 +151,7 @@ def test_receiver_down_then_back(tmp_path, receiver, shippers):
     wait_until(lambda: time.monotonic() > outage_end, timeout=40, interval=0.2)
     assert shipper.metric("log_shipper_retries_total") > 0
     status, _, _ = http_get(f"http://127.0.0.1:{shipper.port}/readyz")
-    assert status == 503, "not ready while the sink is unreachable"
+    assert status == 200, "a sink outage does not make the shipper unready"
     receiver.start()
     got = wait_for_ids(receiver, 3000)
     assert got == Counter(range(3000))

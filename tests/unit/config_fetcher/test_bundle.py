@@ -82,7 +82,7 @@ def test_tar_round_trip_and_root_member_skipped() -> None:
         ([("/etc/evil.conf", b"x")], "absolute path"),
         ([("ok", b"x"), link("out", "../../etc/passwd")], "symlink pointing outside"),
         ([("ok", b"x"), link("abs", "/etc/passwd")], "symlink to absolute path"),
-        ([("ok", b"x"), link("hard", "ok", tarfile.LNKTYPE)], "hard link"),
+        ([("ok", b"x"), link("hard", "nope", tarfile.LNKTYPE)], "not an earlier regular file"),
         ([("ok", b"x"), link("dev", "", tarfile.CHRTYPE)], "device, fifo"),
         ([("ok", b"x"), link("fifo", "", tarfile.FIFOTYPE)], "device, fifo"),
         ([("f", b"x"), ("f/under", b"y")], "not a directory"),
@@ -107,7 +107,7 @@ def test_corrupt_and_truncated_gzip() -> None:
 def test_gzip_bomb_is_capped() -> None:
     bomb = make_tar([("zeros", b"\0" * (4 << 20))])
     assert len(bomb) < 50_000
-    with pytest.raises(VerifyError, match="unpacks to more than 1048576 bytes"):
+    with pytest.raises(VerifyError, match="past --max-unpacked-bytes 1048576"):
         from_tar_gz(bomb, max_unpacked=1 << 20)
 
 

@@ -47,3 +47,38 @@ def test_entries_too_far_behind_the_stream_are_rejected() -> None:
     assert store.counters["accepted"] == 2
     # another stream has its own ordering
     assert push(store, {"job": "b"}, [["1", "old is fine here"]]) == []
+
+
+def test_repeats_are_dropped_only_while_the_original_is_in_the_head_block() -> None:
+    store = LokiStore(head_bytes=10)  # the head block is cut once it holds 10 bytes of lines
+    push(store, {"job": "a"}, [["1", "aaaa"], ["2", "bbbb"]])
+    push(store, {"job": "a"}, [["1", "aaaa"], ["3", "c"]])  # in the head: dropped
+    assert store.counters["duplicates"] == 1
+    push(store, {"job": "a"}, [["4", "dddddd"]])  # fills the head: it is cut before the next
+    push(store, {"job": "a"}, [["1", "aaaa"], ["2", "bbbb"]])  # originals cut: stored again
+    assert store.counters["stored_repeats"] == 2 and store.counters["head_cuts"] == 1
+    assert store.log_count() == 4  # a log query merges the repeats
+    assert store.metric_count() == 6  # a metric query counts them
+    # ... and the repeats are now in the new head block: dropped once more.
+    push(store, {"job": "a"}, [["2", "bbbb"]])
+    assert store.counters["duplicates"] == 2 and store.metric_count() == 6
+
+
+def test_the_head_block_is_also_cut_by_age() -> None:
+    now = [0.0]
+    store = LokiStore(head_seconds=5.0, clock=lambda: now[0])
+    push(store, {"job": "a"}, [["1", "x"]])
+    now[0] = 4.0
+    push(store, {"job": "a"}, [["1", "x"]])
+    assert store.counters["duplicates"] == 1
+    now[0] = 6.0
+    push(store, {"job": "a"}, [["1", "x"]])
+    assert store.metric_count() == 2 and store.log_count() == 1
+
+
+def test_streams_have_their_own_head_blocks() -> None:
+    store = LokiStore(head_bytes=4)
+    push(store, {"job": "a"}, [["1", "xxxx"]])
+    push(store, {"job": "b"}, [["1", "xxxx"], ["2", "yyyy"]])
+    push(store, {"job": "a"}, [["1", "xxxx"]])  # a's full head is cut: the repeat is stored
+    assert store.counters["duplicates"] == 0 and store.counters["stored_repeats"] == 1

@@ -9,7 +9,7 @@ from prometheus_client.openmetrics.parser import (
 
 from sidecars.metrics_proxy.collector import stub_status_families
 from sidecars.metrics_proxy.exposition import Family, Format, Sample, render
-from sidecars.metrics_proxy.merge import ExpositionError, merge, parse_exposition, rename
+from sidecars.metrics_proxy.merge import ExpositionError, merge, parse_exposition
 
 TEXT = "text/plain; version=0.0.4"
 OM = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -106,7 +106,9 @@ def test_empty_body_is_no_families() -> None:
 
 
 def test_prefix_and_label() -> None:
-    families = rename(parse_exposition(APP_TEXT, TEXT).families, "app_", (("upstream", "shop"),))
+    families = parse_exposition(
+        APP_TEXT, TEXT, prefix="app_", labels=(("upstream", "shop"),)
+    ).families
     named = _by_name(families)
     histogram = named["app_latency_seconds"]
     assert {s.name for s in histogram.samples} == {
@@ -164,7 +166,7 @@ def test_colliding_names_of_different_types() -> None:
 
 def test_merged_output_parses_strictly_as_openmetrics() -> None:
     own = stub_status_families(None)
-    upstream = rename(parse_exposition(APP_TEXT, TEXT).families, "", (("upstream", "a"),))
+    upstream = parse_exposition(APP_TEXT, TEXT, labels=(("upstream", "a"),)).families
     merged = merge(own, [("a", upstream)])
     body = render(merged.families, Format.OPENMETRICS).decode()
     names = [f.name for f in parse_openmetrics(body)]
