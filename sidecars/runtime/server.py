@@ -15,7 +15,7 @@ What a peer cannot make it hold: while the transport's write buffer is over its 
 (a client that sends and does not read) the connection neither reads nor answers, and one that
 stays so for ``write_timeout`` is dropped, as is the oldest of more than ``MAX_STALLED`` such
 connections at once; at most ``max_connections`` are open at once (1024,
-fewer under a low open-files limit: ``default_max_connections``), and a new one past that
+fewer under a low open-files limit: ``listen_limits``), and a new one past that
 closes the oldest idle (or stalled) one, so a flood of idle connections can neither exhaust the
 part's file descriptors nor lock kubelet's probe out.
 """
@@ -46,12 +46,7 @@ MAX_HEAD = 16 * 1024  # request line and header lines together
 MAX_HEADERS = 100
 MAX_PIPELINED = 16  # requests read and not yet answered, per connection
 MAX_CONNECTIONS = 1024  # per server, and never more than the fd limit leaves (below)
-# File descriptors kept for the part's own work (files, upstreams, sinks) and for connections
-# in transit: asyncio accepts up to BACKLOG at a time, again on the next turn of the event loop
-# before the last ones are admitted (or evicted), and an evicted one's descriptor is released a
-# turn after it is closed: several BACKLOGs may be open beyond the connections counted.
-BACKLOG = 64
-FD_RESERVE = 128 + 4 * BACKLOG
+FD_OWN = 128  # file descriptors kept for the part's own work (files, upstreams, sinks)
 HIGH_WATER = 64 * 1024  # the transport's write buffer: over it, stop reading and answering
 MAX_STALLED = 32  # connections over HIGH_WATER at once; past it the oldest is dropped
 _METHODS = ("GET", "HEAD")
@@ -409,13 +404,19 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-def default_max_connections() -> int:
-    """MAX_CONNECTIONS, or fewer when the open-files limit would run out first: a part out of
-    file descriptors could no longer open its logs, upstreams or sinks, nor accept kubelet."""
+def listen_limits() -> tuple[int, int]:
+    """(max_connections, accept backlog) that the open-files limit allows: a part out of file
+    descriptors could no longer open its logs, upstreams or sinks, nor accept kubelet. Beyond
+    the connections counted, asyncio may hold several backlogs of them in transit (it accepts
+    up to a backlog at a time, again on the next turn of the event loop before the last ones
+    are admitted or evicted, and an evicted one's descriptor is released a turn after it is
+    closed): four backlogs are kept free. A low limit gets a short backlog (a burst of
+    connections then waits in the kernel), a high one up to 1024."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
-        return MAX_CONNECTIONS
-    return max(16, min(MAX_CONNECTIONS, soft - FD_RESERVE))
+        return MAX_CONNECTIONS, 1024
+    backlog = max(64, min(1024, (soft - FD_OWN - MAX_CONNECTIONS) // 4))
+    return max(16, min(MAX_CONNECTIONS, soft - FD_OWN - 4 * backlog)), backlog
 
 
 class Server:
@@ -434,7 +435,8 @@ class Server:
         self.head_timeout = head_timeout
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
-        self.max_connections = max_connections or default_max_connections()
+        allowed, self.backlog = listen_limits()
+        self.max_connections = max_connections or allowed
         self.connections: set[_Connection] = set()
         # Connections that may be closed to make room, in that order: closed ones still
         # flushing, then the oldest idle (no request in flight) or stalled (peer not reading).
@@ -485,7 +487,7 @@ class Server:
             listen.port,
             reuse_address=True,
             ssl=ssl_context,
-            backlog=BACKLOG,
+            backlog=self.backlog,
         )
 
     @property
