@@ -100,33 +100,34 @@ def read_until_close(sock: socket.socket, timeout: float) -> bytes:
 
 
 def open_many(port: int, count: int, timeout: float = 15.0) -> list[socket.socket]:
-    """``count`` connections opened at once (non-blocking: the kernel's SYN retries for a full
-    accept queue run side by side); those not connected within ``timeout`` are dropped."""
-    pending: list[socket.socket] = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.setblocking(False)
-        sock.connect_ex(("127.0.0.1", port))
-        pending.append(sock)
+    """``count`` connections, opened 60 at a time (non-blocking, then waited for), so that
+    each wave fits the part's accept queue (64 under a low open-files limit): a wave that
+    overflowed it would leave SYN-cookie connections that this side takes as open and the part
+    never saw. Those not connected within ``timeout`` are dropped."""
     connected: list[socket.socket] = []
-    watch = selectors.DefaultSelector()
-    for sock in pending:
-        watch.register(sock, selectors.EVENT_WRITE)
     deadline = time.monotonic() + timeout
-    try:
-        while len(connected) < count and (left := deadline - time.monotonic()) > 0:
-            for key, _ in watch.select(left):
-                sock = key.fileobj
-                watch.unregister(sock)
-                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                    connected.append(sock)
-                else:
-                    sock.close()
-    finally:
-        watch.close()
-    for sock in pending:
-        if sock not in connected:
-            sock.close()
+    while len(connected) < count and time.monotonic() < deadline:
+        wave = [socket.socket() for _ in range(min(60, count - len(connected)))]
+        watch = selectors.DefaultSelector()
+        for sock in wave:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            watch.register(sock, selectors.EVENT_WRITE)
+        done: set[socket.socket] = set()
+        try:
+            while len(done) < len(wave) and (left := deadline - time.monotonic()) > 0:
+                for key, _ in watch.select(left):
+                    sock = key.fileobj
+                    watch.unregister(sock)
+                    done.add(sock)
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                        connected.append(sock)
+        finally:
+            watch.close()
+        for sock in wave:
+            if sock not in connected:
+                sock.close()
+        select.select([], [], [], 0.02)  # the part's turn to accept the wave
     return connected
 
 
