@@ -11,7 +11,12 @@
            them; the manifest's is optional, so the Pod is the same as without the Secret),
            Services dropped, and optional hostPorts / env / name.
 
+  template what `sidecars inject` adds to a workload: everything in pod.yaml that is not the app
+           container (nginx) or a volume only it mounts. Committed as
+           sidecars/inject/template.yaml (package data; a unit test keeps it in step).
+
   python3 k8s/variants.py classic k8s/pod.yaml > k8s/classic/pod.yaml
+  python3 k8s/variants.py template k8s/pod.yaml > sidecars/inject/template.yaml
   python3 k8s/variants.py podman k8s/pod.yaml --host-port 8080=18080 \
       --env CONFIG_FETCHER_SOURCE=http://my-origin:8090/site.tar.gz | podman kube play -
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -52,6 +58,9 @@ PRESTOP_WAIT_FOR_NGINX = {
 
 # podman deletes init containers after they succeed unless the Pod carries this annotation.
 PODMAN_KEEP_INIT = "io.podman.annotations.init.container.type"
+# podman 4.3 refuses annotation values longer than a label's 63 characters ("value length
+# exceeds Kubernetetes max 63"); Kubernetes allows 256 KiB for all of them.
+PODMAN_MAX_ANNOTATION = 63
 # podman 4.3 refuses a Downward API fieldRef to the namespace (it has none): it gets a literal.
 PODMAN_NO_FIELDREF = "metadata.namespace"
 
@@ -183,7 +192,10 @@ def podman(
     if spec is None:
         return doc
     meta = doc.setdefault("metadata", {})
-    meta.setdefault("annotations", {})[PODMAN_KEEP_INIT] = "always"
+    annotations = meta.setdefault("annotations", {})
+    for key in [k for k, v in annotations.items() if len(str(v)) > PODMAN_MAX_ANNOTATION]:
+        del annotations[key]  # e.g. sidecars inject's marker: nothing podman acts on
+    annotations[PODMAN_KEEP_INIT] = "always"
     spec["restartPolicy"] = "Never"
     _drop_secret_volumes(spec)
     _pod_local_volumes(spec, meta["name"])
@@ -214,6 +226,100 @@ def podman_all(
     return out
 
 
+TEMPLATE_HEADER = """\
+# GENERATED from k8s/pod.yaml: what `sidecars inject` adds to a workload (everything in pod.yaml
+# but the app container and the volumes only it mounts). Do not edit; regenerate with
+#   python3 k8s/variants.py template k8s/pod.yaml > sidecars/inject/template.yaml
+"""
+REPO = Path(__file__).resolve().parents[1]
+# The app container of pod.yaml; everything else in its Pod is sidecar wiring.
+TEMPLATE_APP = "nginx"
+
+
+def template_text(text: str, app: str = TEMPLATE_APP) -> str:
+    """The injector's template from pod.yaml's text, comments kept (ruamel round-trip).
+
+    ``parts`` maps each part (the image name: .../<part>:<version>) to its containers and the
+    volumes they mount; ``app.volumeMounts`` are the app's mounts of those volumes; ``pod`` holds
+    the pod-level fields; ``annotations`` the Pod's own annotations."""
+    try:
+        from ruamel.yaml import YAML
+    except ImportError:
+        raise ValueError("the template needs ruamel.yaml (pip install -e .)") from None
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.indent(mapping=2, sequence=4, offset=2)
+    (pod,) = (doc for doc in rt.load_all(text) if doc and doc.get("kind") == "Pod")
+    spec = pod["spec"]
+    (app_container,) = (c for c in spec["containers"] if c["name"] == app)
+    sidecars = [
+        *spec.get("initContainers", []),
+        *(c for c in spec["containers"] if c is not app_container),
+    ]
+    used = {m["name"] for c in sidecars for m in c.get("volumeMounts", [])}
+    parts: dict[str, dict[str, list[str]]] = {}
+    for container in sidecars:
+        part = container["image"].rsplit("/", 1)[-1].split(":", 1)[0]
+        entry = parts.setdefault(part, {"containers": [], "volumes": []})
+        entry["containers"].append(container["name"])
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] not in entry["volumes"]:
+                entry["volumes"].append(mount["name"])
+    seen: set[int] = set()
+    out = {
+        "parts": parts,
+        "pod": {k: copy.deepcopy(v) for k, v in spec.items() if k not in _POD_LISTS},
+        "annotations": copy.deepcopy(dict(pod["metadata"].get("annotations") or {})),
+        "app": {
+            "volumeMounts": [
+                copy.deepcopy(m) for m in app_container.get("volumeMounts", []) if m["name"] in used
+            ]
+        },
+        "initContainers": [_moved(c, seen) for c in spec.get("initContainers", [])],
+        "containers": [_moved(c, seen) for c in spec["containers"] if c is not app_container],
+        "volumes": [copy.deepcopy(v) for v in spec.get("volumes", []) if v["name"] in used],
+    }
+    buf = io.StringIO()
+    rt.dump(out, buf)
+    return TEMPLATE_HEADER + buf.getvalue()
+
+
+_POD_LISTS = ("initContainers", "containers", "volumes")
+
+
+def _moved(container: Any, seen: set[int]) -> Any:
+    """A copy whose comments sit where the template's indentation puts the container. A value
+    shared through a YAML alias (``env: *fetcher-env``) loses, at its second use, the comment
+    lines after its end: they introduce the anchor owner's next key, not this container's."""
+    if str(REPO) not in sys.path:  # run as a script: the package beside k8s/
+        sys.path.insert(0, str(REPO))
+    from sidecars.inject.template import ITEM_COLUMN, shift_comments
+
+    copied = copy.deepcopy(container)
+    for key, value in container.items():
+        if id(value) in seen:
+            _drop_trailing_comments(copied[key])
+        seen.add(id(value))
+    shift_comments(copied, ITEM_COLUMN - container.lc.col)
+    return copied
+
+
+def _drop_trailing_comments(node: Any) -> None:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    while isinstance(node, CommentedMap | CommentedSeq) and len(node):
+        last = list(node)[-1] if isinstance(node, CommentedMap) else len(node) - 1
+        entry = node.ca.items.get(last)
+        if entry:
+            node.ca.items[last] = [
+                None if t is not None and getattr(t, "value", "").startswith("\n") else t
+                for t in entry
+            ]
+        node = node[last]
+
+
 def _pair(raw: str, sep: str) -> tuple[str, str]:
     key, found, value = raw.partition(sep)
     if not found or not key:
@@ -235,12 +341,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("classic", help="native sidecars as regular containers").add_argument(
         "manifest", type=Path
     )
+    sub.add_parser("template", help="what sidecars inject adds").add_argument("manifest", type=Path)
     pod = sub.add_parser("podman", help="the form podman kube play runs")
     pod.add_argument("manifest", type=Path)
     pod.add_argument("--name", help="rename the Pod")
     pod.add_argument("--host-port", action="append", type=_port_pair, default=[])
     pod.add_argument("--env", action="append", type=lambda raw: _pair(raw, "="), default=[])
     args = parser.parse_args(argv)
+    if args.variant == "template":
+        try:
+            sys.stdout.write(template_text(args.manifest.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"variants: cannot make a template of {args.manifest}: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         docs = load(args.manifest)
     except (OSError, yaml.YAMLError) as exc:

@@ -16,6 +16,8 @@ PARTS: dict[str, str] = {
     "log-shipper": "sidecars.log_shipper.main",
     "metrics-proxy": "sidecars.metrics_proxy.main",
 }
+# Tools beside the parts (same ``main(argv, environ)`` shape).
+COMMANDS: dict[str, str] = {"inject": "sidecars.inject.main"}
 
 
 def _usage() -> str:
@@ -25,6 +27,7 @@ def _usage() -> str:
         "parts:",
     ]
     lines += [f"  {name}" for name in PARTS]
+    lines += ["", "commands:", "  inject  add the parts to your manifests (sidecars inject --help)"]
     return "\n".join(lines)
 
 
@@ -37,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__version__)
         return 0
     part = args[0]
+    if part in COMMANDS:
+        return int(importlib.import_module(COMMANDS[part]).main(args[1:], os.environ))
     if part not in PARTS:
         print(f"sidecars: unknown part {part!r}; one of: {', '.join(PARTS)}", file=sys.stderr)
         return 2

@@ -28,13 +28,14 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.log_shipper import genlog, peers, report
+from bench.log_shipper import charts, genlog, peers, report
 from tests.support.procs import free_port, port_open
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +43,11 @@ REPO = HERE.parents[1]
 WORK = REPO / "bench" / ".work" / "log_shipper"
 SECTIONS = ("http", "relp", "syslog", "backlog")
 MIB = 1024 * 1024
+
+
+# The shipper parsing as in the Pod (LOG_SHIPPER_FORMAT=sidecars), and detecting the format.
+PARSING_POD = "log-shipper --format sidecars (parsing, as in the Pod)"
+PARSING_AUTO = "log-shipper --format auto (detects sidecars)"
 
 
 class BenchError(RuntimeError):
@@ -59,6 +65,8 @@ class Run:
     maxrss_kib: int
     receiver_cpu: float | None = None
     wire_bytes: int | None = None
+    # (seconds since spawn, VmRSS in MiB) sampled every RSS_EVERY seconds while it ran
+    rss_series: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def mib_s(self) -> float:
@@ -152,17 +160,55 @@ def post(url: str) -> None:
 
 
 def shipper_cmd(
-    source: Path, state: Path, sink: str, *extra: str, listen: str = "off"
+    source: Path, state: Path, sink: str, *extra: str, listen: str = "off", fmt: str = "none"
 ) -> list[str]:
-    """``listen``: "off" like the peers (no health server), or HOST:PORT as in a Pod."""
+    """``listen``: "off" like the peers (no health server), or HOST:PORT as in a Pod.
+    ``fmt``: --format; the Pod parses (LOG_SHIPPER_FORMAT=sidecars), the peers do not."""
     script = Path(sys.executable).with_name("sidecars")
     head = [str(script)] if script.exists() else [sys.executable, "-m", "sidecars"]
     # --format none: the peers ship raw lines, and so did the shipper's default before format
     # detection (--format auto) became the default; the results compare like with like.
     return [
         *head, "log-shipper", "--paths", str(source), "--state-file", str(state),
-        "--sink", sink, "--listen", listen, "--log-level", "warning", "--format", "none", *extra,
+        "--sink", sink, "--listen", listen, "--log-level", "warning", "--format", fmt, *extra,
     ]  # fmt: skip
+
+
+RSS_EVERY = 0.1  # seconds between VmRSS samples
+
+
+class RssSampler:
+    """VmRSS of the sending process (syslog-ng: its only process) over time, on a thread."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        self.series: list[tuple[float, float]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        status = Path(f"/proc/{self.child.popen.pid}/status")
+        while not self._done.wait(RSS_EVERY):
+            try:
+                text = status.read_text()
+            except OSError:
+                return
+            for line in text.splitlines():
+                if line.startswith("VmRSS:"):
+                    at = time.monotonic() - self.child.started
+                    self.series.append((at, int(line.split()[1]) / 1024))
+                    break
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 # --- receivers ------------------------------------------------------------------------------
@@ -184,7 +230,7 @@ class HttpReceiver:
     def measure(self, case: str, tool: str, cmd: list[str], env, lines: int, nbytes: int, log):
         post(f"{self.url}/reset")
         before = self.stats()["cpu"]
-        with running(cmd, log, env) as child:
+        with running(cmd, log, env) as child, RssSampler(child) as sampler:
             wait_for(
                 f"{lines} records at the HTTP receiver",
                 lambda: self.stats()["records"] >= lines,
@@ -192,12 +238,14 @@ class HttpReceiver:
                 timeout=max(120, nbytes / MIB),
             )
             stats = self.stats()
+            sampler.stop()
             cpu, rss = child.finish()
         if stats["records"] != lines:
             raise BenchError(f"{tool}: {stats['records']} records arrived, expected {lines}")
         return Run(
             case, tool, stats["last"] - child.started, lines, nbytes, cpu, rss,
             receiver_cpu=stats["cpu"] - before, wire_bytes=stats["body_bytes"],
+            rss_series=sampler.series,
         )  # fmt: skip
 
     def stop(self) -> None:
@@ -294,6 +342,14 @@ def http_cases(work: Path, source: Path, lines: int, nbytes: int, repeat: int) -
             ),
         ),
         (
+            Case("file -> HTTP", PARSING_POD),
+            lambda d: (shipper_cmd(source, d / "state.json", f"http={url}", fmt="sidecars"), None),
+        ),
+        (
+            Case("file -> HTTP", PARSING_AUTO),
+            lambda d: (shipper_cmd(source, d / "state.json", f"http={url}", fmt="auto"), None),
+        ),
+        (
             Case("file -> HTTP", "syslog-ng http() (1 MiB batches, 2 workers)"),
             lambda d: _sng(sng, d, peers.syslog_ng_http_conf(source, url, MIB, 2)),
         ),
@@ -382,7 +438,7 @@ def syslog_cases(work: Path, source: Path, lines: int, nbytes: int, repeat: int)
         receiver.stop()
 
 
-def backlog_cases(work: Path, source: Path, gib: float) -> list[Case]:
+def backlog_cases(work: Path, source: Path, gib: float, repeat: int = 1) -> list[Case]:
     big = WORK / f"backlog-{gib:g}GiB.log"
     target = int(gib * 1024 * MIB)
     meta = big.with_suffix(".json")
@@ -418,12 +474,20 @@ def backlog_cases(work: Path, source: Path, gib: float) -> list[Case]:
             ),
         ),
         (
+            Case(f"{gib:g} GiB backlog -> HTTP", PARSING_POD),
+            lambda d: (shipper_cmd(big, d / "state.json", f"http={url}", fmt="sidecars"), None),
+        ),
+        (
+            Case(f"{gib:g} GiB backlog -> HTTP", PARSING_AUTO),
+            lambda d: (shipper_cmd(big, d / "state.json", f"http={url}", fmt="auto"), None),
+        ),
+        (
             Case(f"{gib:g} GiB backlog -> HTTP", "syslog-ng http() (1 MiB batches, 2 workers)"),
             lambda d: _sng(sng, d, peers.syslog_ng_http_conf(big, url, MIB, 2)),
         ),
     ]
     try:
-        return _rounds(variants, receiver, work, info["lines"], info["bytes"], 1)
+        return _rounds(variants, receiver, work, info["lines"], info["bytes"], repeat)
     finally:
         receiver.stop()
 
@@ -475,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per tool (median shown)")
     parser.add_argument("--backlog-gib", type=float, default=1.0, help="0 skips the backlog")
+    parser.add_argument("--backlog-repeat", type=int, default=1, help="backlog runs per tool")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
     args = parser.parse_args(argv)
@@ -529,12 +594,15 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "syslog":
             cases += syslog_cases(work, source, args.lines, nbytes, args.repeat)
         elif section == "backlog":
-            cases += backlog_cases(work, source, args.backlog_gib)
+            cases += backlog_cases(work, source, args.backlog_gib, args.backlog_repeat)
     text = report.render(header, [(c.name, c.tool, c.median(), len(c.runs)) for c in cases])
     print(text)
     if not args.no_write:
         report.splice_into(HERE / "RESULTS.md", text)
         print(f"wrote {HERE / 'RESULTS.md'}")
+        caption = [f"{header.date}: {header.command}", *header.machine[:3]]
+        for path in charts.render(cases, caption):
+            print(f"wrote {path} ({path.stat().st_size / 1000:.0f} kB)")
     return 0
 
 

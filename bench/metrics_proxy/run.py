@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.metrics_proxy import charts
 from bench.metrics_proxy.measure import WrkReport, cpu_seconds, memory_kib, parse_wrk
 from tests.support.nginx import APPS, AppNginx
 from tests.support.procs import Proc, free_port, http_get, port_open, wait_until
@@ -414,6 +415,15 @@ def main() -> int:
     if not args.no_write:
         splice(lines)
         print(f"\nwritten to {RESULTS.relative_to(REPO)}", file=sys.stderr)
+        summary = {
+            (target.name, c): median_run(target.runs[c])
+            for target in (proxy, exporter)
+            for c in (1, 10)
+        }
+        per_line = (access.cpu_follower - access.cpu_other) / max(access.requests, 1) * 1e6
+        date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        for path in charts.render(summary, per_line, [f"{date}: {args.command}", *header[:3]]):
+            print(f"wrote {path} ({path.stat().st_size / 1000:.0f} kB)", file=sys.stderr)
     return 0
 
 

@@ -25,7 +25,13 @@ from sidecars.config_fetcher.envsubst import substitute
 from sidecars.config_fetcher.errors import FetchError, VerifyError
 from sidecars.config_fetcher.metrics import FetcherMetrics
 from sidecars.config_fetcher.publish import Published, Publisher
-from sidecars.config_fetcher.reload import Debouncer, nginx_started_at, reload_verified
+from sidecars.config_fetcher.reload import (
+    Debouncer,
+    ReloadError,
+    nginx_started_at,
+    reload_verified,
+    signal_pidfile,
+)
 from sidecars.config_fetcher.served import Rejected, ServedState, ServedStore
 from sidecars.config_fetcher.settings import PART, Settings
 from sidecars.config_fetcher.sources import Fetched, LocalSource, is_url
@@ -95,6 +101,9 @@ class Fetcher:
         # Publishing and a reload being verified (and maybe rolled back) never interleave.
         self.lock = asyncio.Lock()
         self.unreachable: str | None = None  # why the source could not be fetched last time
+        # The published version whose files on disk no longer match its digest (found at
+        # start): published again at the next check that fetches, whatever its manifest says.
+        self.damaged: str | None = None
 
     async def check(self) -> str:
         """One fetch -> verify -> publish. Returns the result label; raises FetchError."""
@@ -123,8 +132,15 @@ class Fetcher:
             if rejected is not None:
                 await self._save(self.state.forget_rejected())
             current = self.publisher.current()
-            if current is not None and current.digest == digest:
+            if current is not None and current.digest == digest and current.version != self.damaged:
                 self._record(current.version, digest)
+                if await self._unconfirmed():
+                    # On the volume but never seen loaded: a publish cut short after its swap
+                    # (links missing), or a reload that failed. Finish both, not "unchanged".
+                    for change in await asyncio.to_thread(self.publisher.repair):
+                        where = kv(dest=str(self.s.dest), change=change)
+                        log.warning("repaired a top-level link", extra=where)
+                    return "unconfirmed"
                 return "unchanged"
             meta = {"source": fetched.origin, "etag": fetched.etag, "bytes": fetched.size}
             async with self.lock:
@@ -133,6 +149,7 @@ class Fetcher:
                     self.rollback_to = current
                 self._pin()
                 published = await asyncio.to_thread(self.publisher.publish, bundle, digest, meta)
+                self.damaged = None
         except FetchError:
             # The ETag must not be remembered for content that was never published, or the
             # next poll would get 304 and never retry.
@@ -159,7 +176,15 @@ class Fetcher:
         current = self.publisher.current()
         if current is None or current == self.state.served or self.s.reload_pidfile is None:
             return False
-        return await asyncio.to_thread(nginx_started_at, self.s.reload_pidfile) is not None
+        rejected = self.state.rejected
+        if rejected is not None and rejected.digest == current.digest:
+            return False  # refused by nginx, left there by a switch back that failed: never again
+        return (
+            await asyncio.to_thread(
+                nginx_started_at, self.s.reload_pidfile, Path("/proc"), self.s.nginx_error_log
+            )
+            is not None
+        )
 
     def _record(self, version: str, digest: str) -> None:
         self.metrics.published.info({"version": version, "sha256": digest})
@@ -190,7 +215,10 @@ class Fetcher:
         current = self.publisher.current()
         if current is None or self.state.served == current:
             return False
-        started, swapped = nginx_started_at(self.s.reload_pidfile), self.publisher.swapped_at()
+        started, swapped = (
+            nginx_started_at(self.s.reload_pidfile, error_log=self.s.nginx_error_log),
+            self.publisher.swapped_at(),
+        )
         if started is None or swapped is None or started < swapped:
             return False
         self.state = self.state.accept(current)
@@ -204,6 +232,9 @@ class Fetcher:
             self.ctx.health.set_ready(False, detail)
             return
         detail = f"published {current.version}"
+        if current.version == self.damaged:
+            detail += " (damaged on disk: its files do not match its digest; published again "
+            detail += "once the source is read)"
         if self.unreachable is not None:
             detail += f"; source unreachable, serving what is published: {self.unreachable}"
         self.ctx.health.set_ready(True, detail)
@@ -225,8 +256,12 @@ class Fetcher:
     async def restore(self) -> None:
         """At every start: links consistent with ``..data``, the served state read back, and a
         version nginx rejected (a crash before the rollback finished) switched back."""
-        for change in await asyncio.to_thread(self.publisher.repair):
-            log.warning("repaired a top-level link", extra=kv(dest=str(self.s.dest), change=change))
+        try:
+            for change in await asyncio.to_thread(self.publisher.repair):
+                where = kv(dest=str(self.s.dest), change=change)
+                log.warning("repaired a top-level link", extra=where)
+        except FetchError as exc:  # the next publish (or start) makes them again
+            log.error("cannot repair the top-level links", extra=kv(reason=exc.reason))
         state, problem = await asyncio.to_thread(self.store.load)
         if problem is not None:
             log.warning("served state not usable, set aside", extra=kv(reason=problem))
@@ -240,8 +275,27 @@ class Fetcher:
         current = self.publisher.current()
         if current is not None:
             self._record(current.version, current.digest)
+            problem = await asyncio.to_thread(self._damage, current)
+            if problem is not None:
+                self.damaged = current.version
+                log.error(
+                    "the published version is damaged on disk; publishing it again",
+                    extra=kv(version=current.version, problem=problem),
+                )
         # A verified version on the volume is enough to serve: ready whatever the origin does.
         self._readiness()
+
+    def _damage(self, current: Published) -> str | None:
+        """Why the files of ``current`` on disk are not the content its digest names, if they
+        are not (read back through the same checks as a directory source)."""
+        limit = max(self.s.max_bytes, self.s.max_unpacked_bytes)
+        reader = LocalSource(self.s.dest / current.version, name="", max_bytes=limit)
+        try:
+            files = reader.read_tree()
+        except FetchError as exc:
+            return exc.reason
+        found = bundles.digest(files)
+        return None if found == current.digest else f"content digest {found}"
 
     async def run(self) -> int:
         try:
@@ -372,7 +426,7 @@ class Fetcher:
                     ),
                 )
             elif outcome.result == "rejected":
-                await self._roll_back(current, outcome.detail)
+                await self._roll_back(current, outcome.detail, timed_out=outcome.timed_out)
             elif outcome.result == "no_target":
                 # Not running yet (or gone): it loads ..data when it starts.
                 log.info("reload skipped", extra=kv(method=outcome.method, reason=outcome.detail))
@@ -381,7 +435,7 @@ class Fetcher:
             # Counted once handled: a "rejected" seen here means the volume is back already.
             self.metrics.reloads.labels(outcome.method, outcome.result).inc()
 
-    async def _roll_back(self, current: Published, nginx_error: str) -> None:
+    async def _roll_back(self, current: Published, nginx_error: str, timed_out: bool) -> None:
         target = self.state.served or self.rollback_to
         rejected = Rejected(digest=current.digest, version=current.version, reason=nginx_error)
         if target is None or target == current:
@@ -396,6 +450,8 @@ class Fetcher:
         await self._save(self.state.accept(target).reject(rejected))
         self.rollback_to = None
         switched = await self._settle()
+        if switched and timed_out:
+            await self._signal_after_rollback(target)
         log.error(
             f"nginx rejected the new config, {'rolled back' if switched else 'NOT rolled back'}: "
             f"{nginx_error}",
@@ -406,6 +462,27 @@ class Fetcher:
                 nginx_error=nginx_error,
                 rolled_back_to=target.version if switched else None,
             ),
+        )
+
+    async def _signal_after_rollback(self, target: Published) -> None:
+        """A reload judged rejected only because nginx showed nothing in time: a slow nginx (a
+        big config, a slow resolver at load) may still take the refused version after we gave
+        up. Signal it again now that ``..data`` is back, so it ends on what the volume holds
+        and config_fetcher_served_info says (reloading the version it serves changes nothing)."""
+        assert self.s.reload_pidfile is not None  # a timeout verdict needs the master's pid
+        try:
+            pid = await asyncio.to_thread(
+                signal_pidfile, self.s.reload_pidfile, Path("/proc"), self.s.nginx_error_log
+            )
+        except ReloadError as exc:
+            log.warning(
+                "cannot signal nginx onto the rolled-back version",
+                extra=kv(version=target.version, reason=exc.reason),
+            )
+            return
+        log.info(
+            "nginx signalled onto the rolled-back version",
+            extra=kv(pid=pid, version=target.version),
         )
 
     async def _settle(self) -> bool:
@@ -470,7 +547,7 @@ class Fetcher:
                     attempt = 0
                     delay = self.s.interval
                     self._succeeded(result)
-                    if result == "published":
+                    if result in ("published", "unconfirmed"):
                         debouncer.trigger()
                 if not debouncer.pending:
                     async with self.lock:

@@ -24,7 +24,8 @@ class FetcherMetrics:
             "config_fetcher_fetches_total",
             "Fetches of the source by result: published (new content), unchanged (same digest), "
             "not_modified (HTTP 304), rejected (the content nginx rejected, not published "
-            "again), failed.",
+            "again), unconfirmed (published but not seen loaded by nginx: reloaded again), "
+            "failed.",
             ["result"],
             registry=registry,
         )

@@ -21,6 +21,7 @@ failed write leaves only a ``..tmp-*`` directory, which is removed and never vis
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -66,8 +67,11 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
 
 
 def _replace_symlink(link: Path, target: str) -> None:
-    """Point ``link`` at ``target`` atomically: create a temp symlink, rename it over."""
-    tmp = link.with_name(f"{_TMP_PREFIX}link-{link.name}-{os.getpid()}")
+    """Point ``link`` at ``target`` atomically: create a temp symlink, rename it over. The temp
+    name is fixed-length (a digest of the name): a name of NAME_MAX bytes, which the member
+    checks accept, must not make it too long."""
+    tag = hashlib.sha256(os.fsencode(link.name)).hexdigest()[:16]
+    tmp = link.with_name(f"{_TMP_PREFIX}link-{tag}-{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.symlink(target, tmp)
@@ -112,11 +116,15 @@ class Publisher:
 
     def repair(self) -> list[str]:
         """Make the top-level links agree with ``..data`` (a crash between the swap and the
-        links leaves new names missing and removed ones dangling). Returns what it changed."""
+        links leaves new names missing and removed ones dangling). Returns what it changed; raises
+        PublishError."""
         version = self._data_target()
         if version is None:
             return []
-        return self._link_names(self._version_names(version))
+        try:
+            return self._link_names(self._version_names(version))
+        except OSError as exc:
+            raise publish_error(f"repairing the links in {self.dest}", exc) from None
 
     def switch_to(self, version: str) -> None:
         """Point ``..data`` back at an earlier, complete version (a rollback), links included."""
@@ -233,18 +241,8 @@ class Publisher:
             _fsync_dir(root / path)
 
     def _sync_top_level(self, names: set[str]) -> None:
-        for name in names:
-            link = self.dest / name
-            if not link.is_symlink():
-                _replace_symlink(link, f"{DATA}/{name}")
-        for child in self.dest.iterdir():
-            if (
-                child.name not in names
-                and not child.name.startswith("..")
-                and child.is_symlink()
-                and os.readlink(child) == f"{DATA}/{child.name}"
-            ):
-                child.unlink()
+        """The links step of a publish, after the swap (the crash tests cut here)."""
+        self._link_names(names)
 
     def _collect_garbage(self, keep: set[str]) -> None:
         versions = sorted(

@@ -1,6 +1,7 @@
 """Telling nginx about a new version: SIGHUP to its master (pid file on a shared volume, with
-``shareProcessNamespace: true``) or a POST to a webhook; bursts debounced into one reload; then
-watching nginx take it or refuse it (reload_check.py)."""
+``shareProcessNamespace: true``; without the pid file, the master found by its title in /proc,
+as for an unchanged nginx image whose pid file is its own) or a POST to a webhook; bursts
+debounced into one reload; then watching nginx take it or refuse it (reload_check.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecars.config_fetcher import reload_check
+from sidecars.runtime import nginx_proc
 from sidecars.runtime.logs import kv
 
 log = logging.getLogger("sidecars.config_fetcher.reload")
@@ -28,54 +30,95 @@ class ReloadError(Exception):
 
 def read_pid(pidfile: Path) -> int:
     try:
-        text = pidfile.read_text().strip()
-    except FileNotFoundError:
-        raise ReloadError(
-            f"pid file {pidfile} does not exist (nginx not running?)", "no_target"
-        ) from None
-    except OSError as exc:
-        raise ReloadError(f"cannot read pid file {pidfile}: {exc}", "error") from None
-    if not text.isdigit() or int(text) <= 1:
-        raise ReloadError(f"pid file {pidfile} holds {text[:20]!r}, not a pid", "error")
-    return int(text)
+        return nginx_proc.read_pidfile(pidfile)
+    except nginx_proc.PidFileMissing as exc:
+        raise ReloadError(str(exc), "no_target") from None
+    except nginx_proc.NginxNotFound as exc:
+        raise ReloadError(str(exc), "error") from None
 
 
-def find_master(pidfile: Path, proc: Path = Path("/proc")) -> int:
-    """The pid in ``pidfile``, but only if it still is an nginx process: a stale pid file must
-    not make us signal whatever process reused that pid."""
-    pid = read_pid(pidfile)
+def master_by_log(error_log: Path | None, proc: Path = Path("/proc")) -> int:
+    """Without a pid file: the nginx master in the shared PID namespace that holds ``error_log``
+    open (an unchanged nginx image keeps its pid file to itself). Holding the log is required,
+    so a host's other nginx masters are never taken for ours."""
+    if error_log is None:
+        raise ReloadError("no pid file and no --nginx-error-log to find nginx by", "no_target")
     try:
-        cmdline = (proc / str(pid) / "cmdline").read_bytes()
-    except FileNotFoundError:
+        info = error_log.stat()
+    except OSError:
+        raise ReloadError(f"no pid file, and {error_log} does not exist yet", "no_target") from None
+    try:
+        return nginx_proc.find_master(holding=(info.st_dev, info.st_ino), proc=proc)
+    except nginx_proc.NginxNotFound as exc:
+        raise ReloadError(f"no pid file, and {exc}", "no_target") from None
+
+
+def find_master(pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None) -> int:
+    """The pid in ``pidfile``, but only if it still is nginx's master (runtime/nginx_proc.py):
+    a stale pid file must not make us signal whatever process reused that pid, such as another
+    sidecar whose command line merely mentions nginx. No pid file: see master_by_log."""
+    try:
+        pid = read_pid(pidfile)
+    except ReloadError as exc:
+        if exc.result != "no_target":
+            raise
+        return master_by_log(error_log, proc)
+    if not (proc / str(pid)).exists():
         raise ReloadError(
             f"pid {pid} from {pidfile} is not running (or not visible: "
             "is shareProcessNamespace set?)",
             "no_target",
-        ) from None
-    except OSError as exc:
-        raise ReloadError(f"cannot inspect pid {pid}: {exc}", "error") from None
-    if b"nginx" not in cmdline:
-        raise ReloadError(f"pid {pid} from {pidfile} is not nginx; not signalling it", "error")
+        )
+    if not nginx_proc.is_master(pid, proc):
+        raise ReloadError(
+            f"pid {pid} from {pidfile} is not an nginx master process; not signalling it",
+            "error",
+        )
     return pid
 
 
-def nginx_started_at(pidfile: Path, proc: Path = Path("/proc")) -> float | None:
+def nginx_started_at(
+    pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None
+) -> float | None:
     """When the running nginx master started (its pid file is written once it has loaded its
     config), or None when no nginx runs."""
     try:
-        find_master(pidfile, proc)
-        return pidfile.stat().st_mtime
-    except (ReloadError, OSError):
+        pid = find_master(pidfile, proc, error_log)
+    except ReloadError:
         return None
-
-
-def signal_pidfile(pidfile: Path, proc: Path = Path("/proc")) -> int:
-    """SIGHUP the nginx master named by ``pidfile`` (see find_master)."""
-    pid = find_master(pidfile, proc)
     try:
-        os.kill(pid, signal.SIGHUP)
+        return pidfile.stat().st_mtime
+    except OSError:  # no pid file of ours: when the master process started
+        return _started(pid, proc)
+
+
+def _started(pid: int, proc: Path) -> float | None:
+    try:
+        ticks = int((proc / str(pid) / "stat").read_text().rsplit(") ", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in (proc / "stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def hup(pid: int, pidfile: Path, proc: Path = Path("/proc")) -> None:
+    """SIGHUP nginx's master ``pid`` (pinned by a pidfd, its title checked again)."""
+    try:
+        nginx_proc.signal_master(pid, signal.SIGHUP, proc)
+    except nginx_proc.NginxNotFound as exc:
+        raise ReloadError(f"{exc} (from {pidfile})", "no_target") from None
     except OSError as exc:
         raise ReloadError(f"cannot signal nginx pid {pid}: {exc.strerror}", "error") from None
+
+
+def signal_pidfile(pidfile: Path, proc: Path = Path("/proc"), error_log: Path | None = None) -> int:
+    """SIGHUP the nginx master named by ``pidfile`` (see find_master)."""
+    pid = find_master(pidfile, proc, error_log)
+    hup(pid, pidfile, proc)
     return pid
 
 
@@ -101,6 +144,8 @@ class Outcome:
     detail: str  # nginx's own error line when rejected; what was seen otherwise
     verified: bool = False  # nginx was seen to take it (not merely signalled)
     pid: int | None = None
+    # No verdict in time (rejected for that alone): nginx may still take it after we gave up.
+    timed_out: bool = False
 
 
 _POLL = 0.05
@@ -125,19 +170,15 @@ async def reload_verified(
     master = None
     if pidfile is not None:
         try:
-            master = await asyncio.to_thread(find_master, pidfile, proc)
+            master = await asyncio.to_thread(find_master, pidfile, proc, error_log)
         except ReloadError as exc:
             return Outcome(exc.result, method, exc.reason)
     before = await asyncio.to_thread(reload_check.workers, master, proc) if master else {}
     mark = await asyncio.to_thread(reload_check.mark_log, error_log)
     try:
         if master is not None:
-            try:
-                os.kill(master, signal.SIGHUP)
-            except OSError as exc:
-                raise ReloadError(
-                    f"cannot signal nginx pid {master}: {exc.strerror}", "error"
-                ) from None
+            assert pidfile is not None
+            await asyncio.to_thread(hup, master, pidfile, proc)
         if webhook is not None:
             await post_webhook(webhook, http_timeout)
     except ReloadError as exc:
@@ -183,6 +224,7 @@ async def reload_verified(
             f"no new worker processes within {verify_timeout:g}s of the signal",
             verified=True,
             pid=master,
+            timed_out=True,
         )
     return Outcome("ok", method, f"no [emerg] in the error log within {verify_timeout:g}s")
 

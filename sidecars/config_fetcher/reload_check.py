@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,13 @@ def read_appended(mark: LogMark, max_bytes: int) -> tuple[bytes, LogMark]:
     """What was appended since ``mark`` (at most ``max_bytes``) and the mark after it. A file
     rotated away (new inode) or truncated (shorter than the mark) is read from its start."""
     try:
-        with open(mark.path, "rb") as f:
+        # O_NONBLOCK and regular files only: the log is on a volume nginx's container writes,
+        # and a FIFO in its place must not block the check (it runs under the publish lock).
+        fd = os.open(mark.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with open(fd, "rb") as f:
             st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return b"", mark
             offset = mark.offset
             if st.st_ino != mark.inode or st.st_size < offset:
                 offset = 0

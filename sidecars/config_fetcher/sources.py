@@ -6,6 +6,7 @@ classifies every failure as transient or not (see errors.py)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -39,14 +40,25 @@ def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def _read_regular(path: str, size: int) -> bytes:
+_CHANGED = (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENXIO)  # swapped for a link, ...
+
+
+def _read_regular(path: str, size: int, dir_fd: int | None = None, shown: str = "") -> bytes:
     """Read a file that lstat called regular and ``size`` bytes long. O_NOFOLLOW and O_NONBLOCK:
     a name swapped for a link or a fifo since is refused rather than followed or blocked on;
     growth since is refused rather than read past the size already admitted."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    shown = shown or path
+    try:
+        fd = os.open(
+            path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
+        )
+    except OSError as exc:
+        if exc.errno in _CHANGED:
+            raise FetchError(f"source {shown} changed while being read", transient=True) from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FetchError(f"source {path} changed while being read", transient=True)
+            raise FetchError(f"source {shown} changed while being read", transient=True)
         chunks = []
         remaining = size + 1
         while remaining > 0 and (chunk := os.read(fd, min(remaining, 1 << 20))):
@@ -56,8 +68,21 @@ def _read_regular(path: str, size: int) -> bytes:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) != size:
-        raise FetchError(f"source {path} changed while being read", transient=True)
+        raise FetchError(f"source {shown} changed while being read", transient=True)
     return data
+
+
+def _open_dir(name: str, dir_fd: int | None, shown: str) -> int:
+    """A directory's fd, never through a link: a name swapped for a link (or a file) since it
+    was seen as a directory is refused, not followed out of the tree."""
+    try:
+        return os.open(
+            name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
+        )
+    except OSError as exc:
+        if exc.errno in _CHANGED:
+            raise FetchError(f"source {shown} changed while being read", transient=True) from None
+        raise
 
 
 class LocalSource:
@@ -97,6 +122,16 @@ class LocalSource:
         except OSError as exc:
             raise FetchError(f"cannot read source {self.path}: {exc}", transient=True) from None
 
+    def read_tree(self) -> dict[str, Entry]:
+        """The directory's tree as a bundle (also used to check a published version)."""
+        try:
+            return self._read_dir()
+        except FileNotFoundError as exc:
+            missing = exc.filename or self.path
+            raise FetchError(f"{missing} does not exist", transient=True) from None
+        except OSError as exc:
+            raise FetchError(f"cannot read {self.path}: {exc}", transient=True) from None
+
     def _read_dir(self) -> dict[str, Entry]:
         """The tree below the directory, any depth, through the same member checks as an
         archive (members.py): directories, regular files, and symlinks kept as symlinks when
@@ -113,27 +148,38 @@ class LocalSource:
             Limits(max_total_bytes=self.max_bytes, total_setting="--max-bytes"),
             what="source entry",
         )
-        self._walk(root, "", builder)
+        fd = _open_dir(str(root), None, str(root))
+        try:
+            self._walk(fd, root, "", builder)
+        finally:
+            os.close(fd)
         if not any(e.kind == "file" for e in builder.entries.values()):
             raise FetchError(f"source directory {self.path} has no files", transient=True)
         return builder.finish()
 
-    def _walk(self, directory: Path, prefix: str, builder: TreeBuilder) -> None:
-        with os.scandir(directory) as scan:
-            children = sorted(scan, key=lambda e: e.name)
-        for child in children:
-            if child.name.startswith(".."):
+    def _walk(self, dir_fd: int, shown: Path, prefix: str, builder: TreeBuilder) -> None:
+        """Everything below the directory open as ``dir_fd``, named relative to it: each name
+        is looked at once (lstat) and then opened without following links, so nothing the
+        writer swaps in meanwhile is followed."""
+        with os.scandir(dir_fd) as scan:
+            names = sorted(e.name for e in scan)
+        for name in names:
+            if name.startswith(".."):
                 continue
-            rel = prefix + child.name
-            st = child.stat(follow_symlinks=False)
+            rel = prefix + name
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
-                builder.add_symlink(builder.admit(rel), os.readlink(child.path))
+                builder.add_symlink(builder.admit(rel), os.readlink(name, dir_fd=dir_fd))
             elif stat.S_ISDIR(st.st_mode):
                 builder.add_dir(builder.admit(rel))
-                self._walk(Path(child.path), rel + "/", builder)
+                fd = _open_dir(name, dir_fd, str(shown / rel))
+                try:
+                    self._walk(fd, shown, rel + "/", builder)
+                finally:
+                    os.close(fd)
             elif stat.S_ISREG(st.st_mode):
                 path = builder.admit(rel, st.st_size)  # refused before reading when too large
-                data = _read_regular(child.path, st.st_size)
+                data = _read_regular(name, st.st_size, dir_fd, str(shown / rel))
                 builder.add_file(path, data, executable=bool(st.st_mode & 0o111))
             else:
                 raise VerifyError(f"source entry {rel!r} is a device, fifo, socket or special file")

@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterator
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 
+from sidecars.log_shipper.chunk_fields import Deferred
 from sidecars.log_shipper.sinks.base import Batch
 
 PIECE_LINES = 256  # ~90 KiB of NDJSON for nginx access lines
@@ -50,9 +51,23 @@ def _escaped(lines: list[str]) -> tuple[list[bytes], bool]:
     return _utf8("\n".join(map(encode_basestring, lines))).split(b"\n"), True
 
 
-def _fields(values: list[object]) -> list[bytes]:
+def _fields(values: list[object], lines: list[str]) -> list[bytes]:
+    """The fields column as JSON texts; ``Deferred`` entries (chunk_fields) are parsed from
+    their lines now, in one pass per marker."""
+    first = values[0]
+    if first.__class__ is Deferred and values.count(first) == len(values):
+        texts = first.json(lines)  # type: ignore[attr-defined]
+    else:
+        texts = ["null" if value is None else "" if value.__class__ is Deferred
+                 else _dumps_fields(value) for value in values]  # fmt: skip
+        deferred: dict[Deferred, list[int]] = {}
+        for index, value in enumerate(values):
+            if value.__class__ is Deferred:
+                deferred.setdefault(value, []).append(index)  # type: ignore[arg-type]
+        for marker, indices in deferred.items():
+            for index, text in zip(indices, marker.json([lines[i] for i in indices]), strict=True):
+                texts[index] = text
     # Compact JSON never holds a raw newline, so one join/split turns it all into bytes at once.
-    texts = ["null" if value is None else _dumps_fields(value) for value in values]
     return _utf8("\n".join(texts)).split(b"\n")
 
 
@@ -75,7 +90,7 @@ def _ndjson_piece(batch: Batch, after_stamp: bytes, start: int, stop: int) -> by
         parts[0::5] = heads
         parts[1::5] = lines
         parts[2::5] = [close_line + b',"fields":'] * count
-        parts[3::5] = _fields(batch.fields[start:stop])
+        parts[3::5] = _fields(batch.fields[start:stop], batch.lines[start:stop])
         parts[-1] = b"}\n"
     return b'{"ts_ns":' + b"".join(parts)
 

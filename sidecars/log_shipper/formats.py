@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sidecars.log_shipper.chunk_fields import ChunkParser, LineTimes
 from sidecars.runtime.log_format_detect import AUTO, ERROR_LOG, Detection, sample
 from sidecars.runtime.logs import kv
 
@@ -31,6 +32,7 @@ class LineFormats:
         self._detections: dict[str, Detection] = {}
         self._warned: set[str] = set()  # paths whose unparsed lines were reported
         self._announced: dict[str, str] = {}  # path -> the format last logged as detected
+        self._chunk_parsers: dict[int, ChunkParser] = {}  # id(parser) -> its chunk form
 
     @property
     def parsing(self) -> bool:
@@ -39,10 +41,21 @@ class LineFormats:
     def parse(self, fingerprint: str, path: str, texts: list[str]) -> tuple[list[Any] | None, int]:
         """The fields of ``texts`` (None when nothing is parsed: --format none) and how many
         of them did not parse. In auto mode the list is always there (None per line while a
-        file's format is unknown), so a batch's fields stay aligned with its lines."""
+        file's format is unknown), so a batch's fields stay aligned with its lines.
+
+        A line's fields are a dict, or a marker standing for them when the chunk was parsed in
+        one pass (chunk_fields.Deferred); None when the line did not parse."""
+        fields, unparsed, _ = self.parse_chunk(fingerprint, path, texts)
+        return fields, unparsed
+
+    def parse_chunk(
+        self, fingerprint: str, path: str, texts: list[str]
+    ) -> tuple[list[Any] | None, int, LineTimes | None]:
+        """``parse()``, plus the lines' times when the chunk was parsed in one pass (for
+        ``Stamper.stamp``; None: the stamper reads them from the fields)."""
         if not self.auto:
             if self.fixed is None:
-                return None, 0
+                return None, 0, None
             return self._parse_with(self.fixed, path, texts)
         detection = self._detection(fingerprint)
         if not detection.settled and detection.feed(texts):
@@ -50,8 +63,8 @@ class LineFormats:
         if detection.parser is not None:
             return self._parse_with(detection.parser, path, texts)
         if detection.format == ERROR_LOG:
-            return [None] * len(texts), 0  # an error log: raw by nature, not "unparsed"
-        return [None] * len(texts), len(texts)
+            return [None] * len(texts), 0, None  # an error log: raw by nature, not "unparsed"
+        return [None] * len(texts), len(texts), None
 
     def _detection(self, fingerprint: str) -> Detection:
         detection = self._detections.get(fingerprint)
@@ -61,9 +74,15 @@ class LineFormats:
                 del self._detections[next(iter(self._detections))]
         return detection
 
-    def _parse_with(self, parser: Any, path: str, texts: list[str]) -> tuple[list[Any], int]:
-        parse = parser.parse
-        fields = [parse(text) for text in texts]
+    def _parse_with(
+        self, parser: Any, path: str, texts: list[str]
+    ) -> tuple[list[Any], int, LineTimes | None]:
+        chunk_parser = self._chunk_parsers.get(id(parser))
+        if chunk_parser is None or chunk_parser.parser is not parser:
+            chunk_parser = self._chunk_parsers[id(parser)] = ChunkParser(parser)
+        fields, times = chunk_parser.parse(texts)
+        if times is not None:
+            return fields, 0, times  # every line matched
         unparsed = fields.count(None)
         if unparsed and path not in self._warned:
             self._warned.add(path)
@@ -73,7 +92,7 @@ class LineFormats:
                 "log_shipper_unparsed_lines_total (logged once per file)",
                 extra=kv(path=path, format=_name(parser), sample=sample(line), fix=FIX),
             )
-        return fields, unparsed
+        return fields, unparsed, None
 
     def _settled(self, detection: Detection, path: str) -> None:
         if detection.gave_up:

@@ -184,10 +184,10 @@ class SinkPipeline:
             texts = list(map(bytes.decode, chunk.lines))
         except UnicodeDecodeError:
             texts = [line.decode("utf-8", "replace") for line in chunk.lines]
-        fields, unparsed = self.formats.parse(fingerprint, stream.path, texts)
+        fields, unparsed, times = self.formats.parse_chunk(fingerprint, stream.path, texts)
         if unparsed:
             self._unparsed.inc(unparsed)
-        stamps = stamper.stamp(texts, fields, chunk.bounds)
+        stamps = stamper.stamp(texts, fields, chunk.bounds, times)
         self._read_lines.inc(len(texts))
         self._read_bytes.inc(chunk.end - chunk.start)
         return self.batcher.add(fingerprint, stream.path, texts, chunk.bounds, stamps, fields)

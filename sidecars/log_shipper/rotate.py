@@ -36,7 +36,7 @@ from sidecars.log_shipper.metrics import ShipperMetrics
 from sidecars.log_shipper.retention import RotatedFile, held_bytes, over_cap, unacked
 from sidecars.log_shipper.state import Checkpointer
 from sidecars.runtime.logs import kv
-from sidecars.runtime.nginx_proc import NginxNotFound, find_master
+from sidecars.runtime.nginx_proc import NginxNotFound, find_master, signal_master
 from sidecars.runtime.tail.identity import read_fingerprint
 
 log = logging.getLogger("sidecars.log_shipper.rotate")
@@ -128,8 +128,7 @@ class Rotator:
 
     def turn(self) -> None:
         now = time.monotonic()
-        files = _regular_files(self.patterns)
-        live = {path: info for path, info in files.items() if rotation_of(path) is None}
+        live = self._live()
         for path in list(self._renamed):
             if path in live:
                 del self._renamed[path]  # nginx reopened it
@@ -140,11 +139,19 @@ class Rotator:
                     "file, which is kept until it is",
                     path=path,
                 )
+        rotated_now = False
         for path, info in live.items():
             due = now - self._rotated_at.get(path, -_MIN_INTERVAL) >= _MIN_INTERVAL
             if info.st_size >= self.rotate_bytes and path not in self._renamed and due:
-                self._rotate(path, info)
+                rotated_now |= self._rotate(path, info)
+        if rotated_now:  # what was live is rotated now: count it once, as a rotated file
+            live = self._live()
         rotated = self._rotated()
+        # nginx may still write only to the newest rotation of a name it has not reopened yet
+        # (or whose live name is missing); every older one it left when it last reopened.
+        newest: dict[str, RotatedFile] = {}
+        for item in sorted(rotated, key=lambda f: (f.order, f.path)):
+            newest[rotation_of(item.path)[0]] = item  # type: ignore[index]
         kept, droppable = [], []
         for item in rotated:
             base = rotation_of(item.path)[0]  # type: ignore[index]
@@ -155,8 +162,8 @@ class Rotator:
                 self._delete(item)
                 continue
             kept.append(item)
-            if reopened:  # nginx no longer writes to it: it may be dropped past the cap
-                droppable.append(item)
+            if reopened or newest[base] is not item:
+                droppable.append(item)  # nginx no longer writes to it: it may go past the cap
         self.metrics.rotated_files.set(len(kept))
         live_unacked = sum(
             unacked(info.st_size, self._acked(_fingerprint(path))) for path, info in live.items()
@@ -167,6 +174,10 @@ class Rotator:
             self._drop(victim, held_bytes(kept, live_unacked))
             kept.remove(victim)
         self.metrics.held_bytes.set(held_bytes(kept, live_unacked))
+
+    def _live(self) -> dict[str, os.stat_result]:
+        files = _regular_files(self.patterns)
+        return {path: info for path, info in files.items() if rotation_of(path) is None}
 
     def _rotated(self) -> list[RotatedFile]:
         found = []
@@ -199,7 +210,8 @@ class Rotator:
 
     # --- actions ---------------------------------------------------------------------------------
 
-    def _rotate(self, path: str, info: os.stat_result) -> None:
+    def _rotate(self, path: str, info: os.stat_result) -> bool:
+        """Rename ``path`` and tell nginx to reopen it; whether it was renamed."""
         rotations = self.metrics.rotations
         try:
             pid = find_master(
@@ -215,7 +227,7 @@ class Rotator:
                 size=info.st_size,
                 reason=str(exc),
             )
-            return
+            return False
         target = rotated_name(path, time.time())
         try:
             os.rename(path, target)
@@ -228,10 +240,10 @@ class Rotator:
                 path=path,
                 error=str(exc),
             )
-            return
+            return False
         try:
-            os.kill(pid, signal.SIGUSR1)
-        except OSError as exc:
+            signal_master(pid, signal.SIGUSR1, self.proc)
+        except (OSError, NginxNotFound) as exc:
             rotations.labels("error").inc()
             try:
                 os.rename(target, path)  # nginx writes on to the same inode: undo is safe
@@ -247,11 +259,12 @@ class Rotator:
                 pid=pid,
                 error=str(exc),
             )
-            return
+            return False
         self._renamed[path] = self._rotated_at[path] = time.monotonic()
         rotations.labels("ok").inc()
         log.info("rotated", extra=kv(path=path, to=target, size=info.st_size, nginx_pid=pid))
         self._wake()
+        return True
 
     def _signal_again(self, base: str, item: RotatedFile) -> None:
         """A rotated file whose live name never came back: the shipper stopped between the
@@ -261,7 +274,7 @@ class Rotator:
             pid = find_master(
                 pidfile=self.pidfile, holding=(info.st_dev, info.st_ino), proc=self.proc
             )
-            os.kill(pid, signal.SIGUSR1)
+            signal_master(pid, signal.SIGUSR1, self.proc)
         except (OSError, NginxNotFound) as exc:
             self._warn_once(
                 f"again:{base}",

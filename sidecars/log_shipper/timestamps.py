@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from sidecars.runtime.nginx_log import parse_time_local, timestamp_ns
+
+if TYPE_CHECKING:
+    from sidecars.log_shipper.chunk_fields import LineTimes
 
 TIE_BREAK = 1_000_000
 
@@ -88,8 +92,18 @@ class Stamper:
         self.anchor_ns = anchor_ns
 
     def stamp(
-        self, lines: list[str], fields: list[Mapping[str, str] | None] | None, bounds: list[int]
+        self,
+        lines: list[str],
+        fields: list[Mapping[str, str] | None] | None,
+        bounds: list[int],
+        times: LineTimes | None = None,
     ) -> list[int]:
+        """``times``: the lines' time texts from a chunk parse (chunk_fields), which stand for
+        the time fields of ``fields`` (then JSON texts, not dicts)."""
+        if times is not None:
+            if times.texts is None or times.parse is None:
+                return self._stamp_text(lines, bounds)  # the format writes no time
+            return self._stamp_times(lines, bounds, times.texts, times.parse)
         if fields is None:
             return self._stamp_text(lines, bounds)
         anchor = self.anchor_ns
@@ -101,6 +115,35 @@ class Stamper:
                 own = time_in_text(line)
             if own is not None:
                 anchor = own
+            append(anchor + bounds[index] % TIE_BREAK)
+        self.anchor_ns = anchor
+        return stamps
+
+    def _stamp_times(
+        self, lines: list[str], bounds: list[int], texts: list[str], parse: Callable[[str], int]
+    ) -> list[int]:
+        """``stamp()`` for fields holding one time variable, given its text per line."""
+        anchor = self.anchor_ns
+        stamps: list[int] = []
+        append = stamps.append
+        same: str | None = None  # the last time text that parsed, and its time
+        same_ns = 0
+        for index, text in enumerate(texts):
+            if text == same:
+                anchor = same_ns
+            else:
+                own = None
+                if text:
+                    try:
+                        own = parse(text)
+                    except ValueError:
+                        own = None
+                if own is not None:
+                    same, same_ns = text, own
+                else:
+                    own = time_in_text(lines[index])
+                if own is not None:
+                    anchor = own
             append(anchor + bounds[index] % TIE_BREAK)
         self.anchor_ns = anchor
         return stamps

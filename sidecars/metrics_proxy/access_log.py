@@ -26,6 +26,17 @@ BODY_BYTES = "nginx_http_response_body_bytes_total"
 DURATION = "nginx_http_request_duration_seconds"
 UPSTREAM = "nginx_http_upstream_response_duration_seconds"
 LINES = "metrics_proxy_access_log_lines_total"
+# The variables observe() reads (the method comes from $request_method, else $request).
+NEEDED = frozenset(
+    {
+        "status",
+        "request_method",
+        "request",
+        "body_bytes_sent",
+        "request_time",
+        "upstream_response_time",
+    }
+)
 # family -> the nginx variable it is built from
 _NEEDS = {
     BODY_BYTES: "body_bytes_sent",
@@ -68,16 +79,16 @@ class AccessLogMetrics:
         # a raw method can be anything a client sends.
         self._labels: dict[tuple[str | None, str | None], Labels | None] = {}
 
-    def _labels_for(self, fields: Mapping[str, str]) -> Labels | None:
-        key = (fields.get("status"), nginx_log.method(fields))
+    def _labels_for(self, status: str | None, method: str | None) -> Labels | None:
+        key = (status, method)
         labels = self._labels.get(key, _UNKNOWN)
         if labels is _UNKNOWN:
-            code = nginx_log.status(fields)
+            code = nginx_log.int_of(status) if status is not None and len(status) == 3 else None
             labels = None
             if code is not None:
                 labels = (
                     ("status", status_value(code, self.status_label)),
-                    ("method", method_value(key[1])),
+                    ("method", method_value(method)),
                 )
             if len(self._labels) < _LABEL_CACHE:
                 self._labels[key] = labels
@@ -86,21 +97,46 @@ class AccessLogMetrics:
     def observe(self, fields: Mapping[str, str] | None) -> bool:
         """Count one line's fields (``None``: the line did not parse). False when the line
         could not be counted as a response."""
-        labels = self._labels_for(fields) if fields is not None else None
+        if fields is None:
+            self.unparsed += 1
+            return False
+        get = fields.get
+        return self.count(
+            get("status"),
+            nginx_log.method(fields),
+            get("body_bytes_sent"),
+            get("request_time"),
+            get("upstream_response_time"),
+        )
+
+    def count(
+        self,
+        status: str | None,
+        method: str | None,
+        body_bytes_sent: str | None,
+        request_time: str | None,
+        upstream_response_time: str | None,
+    ) -> bool:
+        """``observe()`` from the values it reads (None: not in the format), as a scan of a
+        few fields finds them."""
+        labels = self._labels_for(status, method)
         if labels is None:
             self.unparsed += 1
             return False
         self.parsed += 1
         self.responses[labels] += 1
-        sent = nginx_log.body_bytes_sent(fields)  # type: ignore[arg-type]
-        if sent is not None:
-            self.body_bytes[labels] += sent
-        seconds = nginx_log.request_time(fields)  # type: ignore[arg-type]
-        if seconds is not None:
-            self.duration.observe(seconds)
-        upstream = nginx_log.upstream_response_time(fields)  # type: ignore[arg-type]
-        if upstream is not None:
-            self.upstream.observe(upstream)
+        if body_bytes_sent is not None:
+            sent = nginx_log.int_of(body_bytes_sent)
+            if sent is not None:
+                self.body_bytes[labels] += sent
+        if request_time is not None:
+            seconds = nginx_log.seconds_of(request_time)
+            if seconds is not None:
+                self.duration.observe(seconds)
+        if upstream_response_time and upstream_response_time != "-":
+            upstream = nginx_log.upstream_times_of(upstream_response_time)
+            if upstream:
+                self.upstream.observe(sum(upstream))
         return True
 
     def families(self) -> list[Family]:

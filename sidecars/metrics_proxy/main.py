@@ -24,6 +24,8 @@ from sidecars.runtime.server import Handler
 from sidecars.runtime.settings import SettingsError
 from sidecars.runtime.tail import Tailer
 
+# Seconds between reads of the access log: what a scrape's counts may lag behind nginx.
+ACCESS_LOG_POLL = 0.25
 log = logging.getLogger("sidecars.metrics_proxy")
 
 STUB_STATUS_MAX_BYTES = 64 * 1024  # a stub_status page is about 100 bytes
@@ -142,6 +144,10 @@ class MetricsProxy:
                 tailer = Tailer(
                     [str(settings.access_log)],
                     start_at=settings.access_log_start,  # type: ignore[arg-type]
+                    # Polled, not notified: nginx writes each line on its own, and a file
+                    # notification per line woke this process once per request.
+                    watch=False,
+                    poll_interval=ACCESS_LOG_POLL,
                 )
                 # The first scan fixes where reading starts; only then is it "ready", so
                 # requests sent after /readyz answers 200 are all counted.

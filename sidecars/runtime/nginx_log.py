@@ -148,6 +148,67 @@ def _value_pattern(name: str, following: str, escape: str) -> str:
     return f"{char}*?"
 
 
+def _patterns(
+    parts: list[Literal | Variable],
+    escape: str,
+    capture: frozenset[str] | None = None,
+    one_line: bool = False,
+) -> tuple[str, str, tuple[str, ...]]:
+    """The regex of a tokenized format, and its linear-time form for long lines (see
+    ``LogFormatParser.parse``), with the names of its groups.
+
+    ``capture``: only these variables get a group (None: all); the others are matched the same
+    way without one, so a scan for a few fields finds exactly what the full regex finds.
+    ``one_line``: values cannot hold a newline, so the regex can run over many lines at once
+    (``re.MULTILINE``, anchored with ``^...$``) and match each line as ``fullmatch`` would.
+    """
+    pieces: list[str] = []
+    # The same, with every ambiguous value ending at the *first* occurrence of the literal
+    # after it (an atomic group): linear time, used for long lines (see parse()).
+    guarded: list[str] = []
+    names: list[str] = []
+    seen: set[str] = set()
+    consumed = -1
+    for index, part in enumerate(parts):
+        if isinstance(part, Literal):
+            pieces.append(re.escape(part.text))
+            if index != consumed:
+                guarded.append(re.escape(part.text))
+            continue
+        following = parts[index + 1] if index + 1 < len(parts) else None
+        text_after = following.text if isinstance(following, Literal) else ""
+        if following is not None and not isinstance(following, Literal):
+            text_after = "$"  # another variable follows: never "exact"
+        value = _value_pattern(part.name, text_after, escape)
+        if one_line:
+            value = _ONE_LINE.get(value, value)
+        if part.name in seen or (capture is not None and part.name not in capture):
+            group = f"(?:{value})"  # a repeated variable keeps the first value
+        else:
+            names.append(part.name)
+            group = f"({value})"
+        seen.add(part.name)
+        pieces.append(group)
+        if value.endswith("*?") and isinstance(following, Literal):
+            guarded.append(f"(?>{group}{re.escape(following.text)})")
+            consumed = index + 1
+        else:
+            guarded.append(group)
+    return "".join(pieces), "".join(guarded), tuple(names)
+
+
+# The generic value patterns without a newline (the typed ones never hold one).
+_ONE_LINE_CHAR = {
+    _VALUE_CHAR["default"]: r'[^"\n]',
+    _VALUE_CHAR["json"]: r'(?:[^"\\\n]|\\[^\n])',
+    _VALUE_CHAR["none"]: r"[^\n]",
+}
+_ONE_LINE = {
+    char + rep: one + rep for char, one in _ONE_LINE_CHAR.items() for rep in ("*+", "*?")
+}
+_ONE_LINE[".*"] = r"[^\n]*"
+
+
 # --- parsers --------------------------------------------------------------------------------
 
 LONG_LINE = 4096  # characters; see LogFormatParser.parse
@@ -160,6 +221,7 @@ class LogFormatParser:
         "_fullmatch",
         "_fullmatch_long",
         "_names",
+        "_parts",
         "_unescape",
         "escape",
         "fields",
@@ -173,40 +235,14 @@ class LogFormatParser:
         if not fmt:
             raise ValueError("log format: empty format")
         parts = tokenize_format(fmt)
-        pieces: list[str] = []
-        # The same, with every ambiguous value ending at the *first* occurrence of the literal
-        # after it (an atomic group): linear time, used for long lines (see parse()).
-        guarded: list[str] = []
-        names: list[str] = []
-        consumed = -1
-        for index, part in enumerate(parts):
-            if isinstance(part, Literal):
-                pieces.append(re.escape(part.text))
-                if index != consumed:
-                    guarded.append(re.escape(part.text))
-                continue
-            following = parts[index + 1] if index + 1 < len(parts) else None
-            text_after = following.text if isinstance(following, Literal) else ""
-            if following is not None and not isinstance(following, Literal):
-                text_after = "$"  # another variable follows: never "exact"
-            value = _value_pattern(part.name, text_after, escape)
-            if part.name in names:
-                group = f"(?:{value})"  # a repeated variable: keep the first value
-            else:
-                names.append(part.name)
-                group = f"({value})"
-            pieces.append(group)
-            if value.endswith("*?") and isinstance(following, Literal):
-                guarded.append(f"(?>{group}{re.escape(following.text)})")
-                consumed = index + 1
-            else:
-                guarded.append(group)
+        pattern, guarded, names = _patterns(parts, escape)
         self.format = fmt
         self.escape = escape
         self.fields: tuple[str, ...] = tuple(names)
-        self.regex = re.compile("".join(pieces), re.DOTALL)
+        self.regex = re.compile(pattern, re.DOTALL)
         self._fullmatch = self.regex.fullmatch
-        self._fullmatch_long = re.compile("".join(guarded), re.DOTALL).fullmatch
+        self._fullmatch_long = re.compile(guarded, re.DOTALL).fullmatch
+        self._parts: tuple[Literal | Variable, ...] | None = tuple(parts)
         self._names = self.fields
         self._unescape: Callable[[str], str] | None = {
             "default": unescape_default,
@@ -230,6 +266,20 @@ class LogFormatParser:
                     fields[name] = unescape(value)
         return fields
 
+    @property
+    def unescape(self) -> Callable[[str], str] | None:
+        """What undoes this format's escaping in a value (None for escape=none)."""
+        return self._unescape
+
+    def patterns(
+        self, capture: frozenset[str] | None = None, *, one_line: bool = False
+    ) -> tuple[str, str, tuple[str, ...]] | None:
+        """This format's regex and long-line regex with groups for ``capture`` only, and the
+        names of those groups, in order (see ``_patterns``); None for JSON lines."""
+        if self._parts is None:
+            return None
+        return _patterns(list(self._parts), self.escape, capture, one_line)
+
     def __repr__(self) -> str:
         return f"LogFormatParser({self.format!r}, escape={self.escape!r})"
 
@@ -252,6 +302,7 @@ class JsonLineParser(LogFormatParser):
         self._fullmatch = self._fullmatch_long = self.regex.fullmatch
         self._names = ()
         self._unescape = None
+        self._parts = None
 
     def parse(self, line: str) -> dict[str, str] | None:
         text = line.strip()
@@ -516,7 +567,7 @@ def parse_msec(text: str) -> int:
 
 
 # Most precise first; JSON formats often log $time_iso8601 as "@timestamp".
-_TIME_FIELDS: tuple[tuple[str, Callable[[str], int]], ...] = (
+TIME_FIELDS: tuple[tuple[str, Callable[[str], int]], ...] = (
     ("msec", parse_msec),
     ("time_iso8601", parse_time_iso8601),
     ("time_local", parse_time_local),
@@ -533,7 +584,7 @@ def timestamp_ns(fields: Mapping[str, str] | None) -> int | None:
     """
     if not fields:
         return None
-    for name, parse in _TIME_FIELDS:
+    for name, parse in TIME_FIELDS:
         text = fields.get(name)
         if text:
             try:
@@ -546,7 +597,8 @@ def timestamp_ns(fields: Mapping[str, str] | None) -> int | None:
 # --- typed field helpers (for the metrics-proxy) -----------------------------------------------
 
 
-def _int(text: str | None) -> int | None:
+def int_of(text: str | None) -> int | None:
+    """A value's decimal digits as an int; None when absent or anything else."""
     if text is None or not text.isascii() or not text.isdigit():
         return None
     return int(text)
@@ -555,7 +607,7 @@ def _int(text: str | None) -> int | None:
 def status(fields: Mapping[str, str]) -> int | None:
     """``$status`` as an int; None when absent or not a 3-digit number."""
     text = fields.get("status")
-    return _int(text) if text is not None and len(text) == 3 else None
+    return int_of(text) if text is not None and len(text) == 3 else None
 
 
 def method(fields: Mapping[str, str]) -> str | None:
@@ -563,10 +615,13 @@ def method(fields: Mapping[str, str]) -> str | None:
 
     Not normalised: the caller folds unknown methods (a garbage request line is logged too).
     """
-    value = fields.get("request_method")
-    if value and value != "-":
-        return value
-    request = fields.get("request")
+    return method_of(fields.get("request_method"), fields.get("request"))
+
+
+def method_of(request_method: str | None, request: str | None) -> str | None:
+    """``method()`` from the two values (None: not in the format)."""
+    if request_method and request_method != "-":
+        return request_method
     if not request or request == "-":
         return None
     word = request.split(" ", 1)[0]
@@ -574,13 +629,14 @@ def method(fields: Mapping[str, str]) -> str | None:
 
 
 def body_bytes_sent(fields: Mapping[str, str]) -> int | None:
-    return _int(fields.get("body_bytes_sent"))
+    return int_of(fields.get("body_bytes_sent"))
 
 
 _SECONDS_RE = re.compile(r"\d+(?:\.\d+)?")
 
 
-def _seconds(text: str | None) -> float | None:
+def seconds_of(text: str | None) -> float | None:
+    """A value's seconds (``0.012``) as a float; None when absent or malformed."""
     if text is None or _SECONDS_RE.fullmatch(text) is None:
         return None
     return float(text)
@@ -588,7 +644,7 @@ def _seconds(text: str | None) -> float | None:
 
 def request_time(fields: Mapping[str, str]) -> float | None:
     """``$request_time`` in seconds; None when absent or malformed."""
-    return _seconds(fields.get("request_time"))
+    return seconds_of(fields.get("request_time"))
 
 
 _LIST_SEP = re.compile(r"\s*[,:]\s*")
@@ -596,10 +652,14 @@ _LIST_SEP = re.compile(r"\s*[,:]\s*")
 
 def upstream_response_times(fields: Mapping[str, str]) -> list[float]:
     """Every numeric entry of ``$upstream_response_time`` ("0.1, 0.2 : 0.3"); ``-`` skipped."""
-    text = fields.get("upstream_response_time")
+    return upstream_times_of(fields.get("upstream_response_time"))
+
+
+def upstream_times_of(text: str | None) -> list[float]:
+    """``upstream_response_times()`` of the value itself."""
     if not text or text == "-":
         return []
-    values = (_seconds(item) for item in _LIST_SEP.split(text.strip()))
+    values = (seconds_of(item) for item in _LIST_SEP.split(text.strip()))
     return [v for v in values if v is not None]
 
 

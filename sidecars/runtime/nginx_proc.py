@@ -6,11 +6,19 @@ starts with ``nginx: master process`` (the title nginx gives its master). A stal
 a reused pid never makes us signal a stranger. Without a pid file, /proc is scanned; when
 several masters are visible (a node-wide PID namespace, a test machine), the one holding the
 log file open (``/proc/<pid>/fd``) is taken, and an ambiguity is an error, never a guess.
+The signal goes through a pidfd opened before that check (``signal_master``), so a pid that
+exits and is reused between the check and the signal cannot be hit either.
+
+Used by both parts that signal nginx: the log-shipper (USR1 after a rotation) and the
+config-fetcher (HUP after a publish).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
+import stat
 from pathlib import Path
 
 MASTER_TITLE = b"nginx: master process"
@@ -19,6 +27,10 @@ PROC = Path("/proc")
 
 class NginxNotFound(Exception):
     """No nginx master to signal; the message says why."""
+
+
+class PidFileMissing(NginxNotFound):
+    """The pid file does not exist (nginx not started yet, or stopped cleanly)."""
 
 
 def _cmdline(pid: int, proc: Path) -> bytes:
@@ -65,11 +77,27 @@ def holds_open(pid: int, dev_ino: tuple[int, int], proc: Path = PROC) -> bool | 
     return None if held is None else dev_ino in held
 
 
+_PIDFILE_MAX = 64  # "12345\n": far less
+
+
 def read_pidfile(pidfile: Path) -> int:
+    """The pid in ``pidfile``. Opened without blocking and read only if regular: the file lives
+    on a volume nginx's container writes, and a FIFO there must not hang the reader."""
     try:
-        text = pidfile.read_text().strip()
+        fd = os.open(pidfile, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise PidFileMissing(f"pid file {pidfile} does not exist (nginx not running?)") from None
     except OSError as exc:
         raise NginxNotFound(f"cannot read pid file {pidfile}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NginxNotFound(f"pid file {pidfile} is not a regular file")
+        raw = os.read(fd, _PIDFILE_MAX)
+    except OSError as exc:
+        raise NginxNotFound(f"cannot read pid file {pidfile}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    text = raw.decode("ascii", "replace").strip()
     if not text.isdigit() or int(text) <= 1:
         raise NginxNotFound(f"pid file {pidfile} holds {text[:20]!r}, not a pid")
     return int(text)
@@ -119,3 +147,27 @@ def find_master(
     raise NginxNotFound(
         f"none of the {len(found)} visible nginx master processes has the log file open"
     )
+
+
+def signal_master(pid: int, sig: signal.Signals, proc: Path = Path("/proc")) -> None:
+    """Send ``sig`` to ``pid`` only if it is an nginx master. The process is pinned by a pidfd
+    before its title is checked: if it exits and its pid is reused in between, the signal
+    fails (ESRCH) instead of reaching the newcomer. Raises NginxNotFound or OSError."""
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise NginxNotFound(f"pid {pid} is not running") from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EPERM):
+            raise
+        pidfd = None  # no pidfds (old kernel, strict seccomp): check, then kill
+    try:
+        if not is_master(pid, proc):
+            raise NginxNotFound(f"pid {pid} is not an nginx master process; not signalling it")
+        if pidfd is None:
+            os.kill(pid, sig)
+        else:
+            signal.pidfd_send_signal(pidfd, sig)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)

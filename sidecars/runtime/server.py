@@ -410,8 +410,10 @@ def listen_limits() -> tuple[int, int]:
     the connections counted, asyncio may hold several backlogs of them in transit (it accepts
     up to a backlog at a time, again on the next turn of the event loop before the last ones
     are admitted or evicted, and an evicted one's descriptor is released a turn after it is
-    closed): four backlogs are kept free. A low limit gets a short backlog (a burst of
-    connections then waits in the kernel), a high one up to 1024."""
+    closed): four backlogs are kept free. A high limit gets a backlog of 1024 (asyncio's
+    default, 100, is passed by a burst of scrapes or probes while the loop is busy: the kernel
+    then drops the handshake and the client retries after 1, 3, 7, 15 s; nginx's default is 511;
+    the kernel caps it at net.core.somaxconn), a low one 64 (a burst then waits in the kernel)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS, 1024

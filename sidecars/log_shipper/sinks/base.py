@@ -47,14 +47,15 @@ class Batch(Sequence[Record]):
         lines: list[str],
         bounds: list[int],
         timestamps: list[int],
-        fields: list[dict[str, Any] | None] | None = None,
+        fields: list[Any] | None = None,
     ) -> None:
         self.path = path
         self.fingerprint = fingerprint
         self.lines = lines
         self.bounds = bounds
         self.timestamps = timestamps
-        self.fields = fields  # None when no parser is configured
+        # None when no parser is configured; per line a dict, a Deferred (chunk_fields) or None
+        self.fields = fields
 
     @property
     def start(self) -> int:
@@ -77,10 +78,20 @@ class Batch(Sequence[Record]):
     def __len__(self) -> int:
         return len(self.lines)
 
+    def field_map(self, index: int) -> dict[str, Any] | None:
+        """Line ``index``'s fields as a dict (the column may hold a marker that stands for
+        them: chunk_fields.Deferred)."""
+        if self.fields is None:
+            return None
+        value = self.fields[index]
+        if value is None or isinstance(value, dict):
+            return value
+        return value.fields(self.lines[index])
+
     def _record(self, index: int) -> Record:
         return Record(
             self.lines[index],
-            None if self.fields is None else self.fields[index],
+            self.field_map(index),
             self.path,
             self.fingerprint,
             self.bounds[index],

@@ -55,26 +55,36 @@ class Run:
         return errors[0]["msg"]
 
 
+def once_cmd(source: str, dest: Path, *args: str) -> list[str]:
+    """The command line of an init-container fetcher (no health server, quick retries)."""
+    return sidecars_cmd(
+        "config-fetcher",
+        "--once",
+        "--source",
+        source,
+        "--dest",
+        str(dest),
+        "--listen",
+        "off",
+        "--retry-initial",
+        "0.05",
+        *args,
+    )
+
+
+def watch_cmd(source: str | Path, dest: str | Path, *args: str) -> list[str]:
+    """The command line of a sidecar fetcher (``--watch``)."""
+    return sidecars_cmd(
+        "config-fetcher", "--watch", "--source", str(source), "--dest", str(dest), *args
+    )
+
+
 def fetch_once(
     source: str, dest: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 90
 ) -> Run:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        sidecars_cmd(
-            "config-fetcher",
-            "--once",
-            "--source",
-            source,
-            "--dest",
-            str(dest),
-            "--listen",
-            "off",
-            "--retry-initial",
-            "0.05",
-            "--retry-max",
-            "0.5",
-            *args,
-        ),
+        once_cmd(source, dest, "--retry-max", "0.5", *args),
         capture_output=True,
         text=True,
         timeout=timeout,

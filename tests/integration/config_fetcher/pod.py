@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.config_fetcher.helpers import Run, fetch_once, tar_gz
+from tests.integration.config_fetcher.helpers import Run, fetch_once, tar_gz, watch_cmd
 from tests.support.metrics import scrape
 from tests.support.nginx import APPS, AppNginx, OriginNginx
-from tests.support.procs import Proc, free_port, http_get, sidecars_cmd, wait_until
+from tests.support.procs import Proc, free_port, http_get, wait_until
 
 SITE_CONF = (APPS / "site" / "conf.d" / "site.conf").read_text()
 
@@ -76,12 +76,8 @@ class PodLike:
         listen = free_port()
         signal_args = ["--reload-pidfile", str(self.app.pid_file)] if pidfile else []
         proc = Proc(
-            sidecars_cmd(
-                "config-fetcher",
-                "--watch",
-                "--source",
+            watch_cmd(
                 self.source,
-                "--dest",
                 str(self.app.site_dir),
                 "--env-subst",
                 *signal_args,

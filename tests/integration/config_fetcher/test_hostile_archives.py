@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.config_fetcher.helpers import Run, snapshot
+from tests.integration.config_fetcher.helpers import Run, once_cmd, snapshot
 from tests.support import hostile_tars as h
 from tests.support.fault_origin import FaultOrigin, Reply, fault_origin
 from tests.support.peak_rss import Measured, run_measured
-from tests.support.procs import sidecars_cmd
 
 pytestmark = pytest.mark.integration
 
@@ -28,21 +27,7 @@ PEAK_BOUND_MIB = 64
 
 def fetch(source: str, dest: Path, *args: str) -> tuple[Run, Measured]:
     measured = run_measured(
-        sidecars_cmd(
-            "config-fetcher",
-            "--once",
-            "--source",
-            source,
-            "--dest",
-            str(dest),
-            "--listen",
-            "off",
-            "--deadline",
-            "30",
-            "--retry-initial",
-            "0.05",
-            *args,
-        ),
+        once_cmd(source, dest, "--deadline", "30", *args),
         timeout=90,
         env=dict(os.environ),
     )

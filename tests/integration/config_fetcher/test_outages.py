@@ -4,12 +4,14 @@ loop making progress, so the kubelet never restarts it for an outage nginx rides
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.integration.config_fetcher.helpers import snapshot
+from sidecars.config_fetcher.served import STATE_NAME
+from tests.integration.config_fetcher.helpers import snapshot, watch_cmd
 from tests.integration.config_fetcher.pod import PodLike, bundle, pod, push
 from tests.support.nginx import have_nginx
 from tests.support.procs import Proc, free_port, http_get, wait_until
@@ -72,34 +74,22 @@ def test_without_a_published_version_it_is_not_ready(pod: PodLike) -> None:
     assert watch.probe("/healthz")[0] == 200, "failing attempts are progress of its own loop"
 
 
-# The CLI with a local source whose read never returns, as on a hung volume (NFS, a FUSE mount);
-# the read runs in a worker thread, so the health server keeps answering.
-HUNG_READ = """
-import sys, threading
-from sidecars.config_fetcher import sources
-sources.LocalSource._read = lambda self: threading.Event().wait()
-from sidecars.config_fetcher.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
-    """An attempt that never returns stops the loop: that, and only that, fails /healthz once
-    --stuck-after has passed. (A FIFO cannot stand in for the hung read: local sources refuse
-    special files.)"""
+    """A read that never returns stops the loop: that, and only that, fails /healthz once
+    --stuck-after has passed. A FIFO stands in for a hung volume: as the fetcher's own state
+    file in --dest (the source and the pid file are opened without blocking and refused when
+    not regular files, so neither can hang it)."""
     source = tmp_path / "site.conf"
     source.write_text("v1\n")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    fifo = dest / STATE_NAME
+    os.mkfifo(fifo)
     listen = free_port()
     proc = Proc(
-        [
-            sys.executable,
-            "-c",
-            HUNG_READ,
-            "--watch",
-            "--source",
+        watch_cmd(
             str(source),
-            "--dest",
-            str(tmp_path / "out"),
+            str(dest),
             "--listen",
             f"127.0.0.1:{listen}",
             "--interval",
@@ -112,15 +102,20 @@ def test_liveness_fails_when_its_own_loop_is_stuck(tmp_path: Path) -> None:
             "0.5",
             "--stuck-after",
             "3",
-        ],
+        ),
         tmp_path / "fetcher.log",
     )
     try:
         health = f"http://127.0.0.1:{listen}/healthz"
-        wait_until(lambda: http_get(health)[0] == 200, timeout=20, what="health server up")
+        wait_until(lambda: http_get(health)[0] in (200, 503), timeout=20, what="health server up")
         _, body, _ = wait_until(
             lambda: (r := http_get(health))[0] == 503 and r, timeout=20, what="liveness failing"
         )
         assert b"no progress" in body
     finally:
+        # Release the blocked read so the process can drain and exit (else stop() kills it).
+        with contextlib.suppress(OSError):
+            fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # RDWR: never blocks, never ENXIO
+            os.unlink(fifo)
+            os.close(fd)  # the reader sees EOF: an empty state file, set aside
         proc.stop()

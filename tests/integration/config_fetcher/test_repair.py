@@ -14,8 +14,8 @@ import pytest
 
 from sidecars.config_fetcher.publish import Publisher
 from sidecars.config_fetcher.served import Rejected, ServedState, ServedStore
-from tests.integration.config_fetcher.helpers import fetch_once, tar_gz
-from tests.support.procs import Proc, free_port, http_get, sidecars_cmd, wait_until
+from tests.integration.config_fetcher.helpers import fetch_once, tar_gz, watch_cmd
+from tests.support.procs import Proc, free_port, http_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,12 +65,8 @@ def test_the_watch_sidecar_repairs_the_links_at_start(tmp_path: Path) -> None:
     source, dest = crashed_between_swap_and_links(tmp_path)
     listen = free_port()
     proc = Proc(
-        sidecars_cmd(
-            "config-fetcher",
-            "--watch",
-            "--source",
+        watch_cmd(
             str(source),
-            "--dest",
             str(dest),
             "--listen",
             f"127.0.0.1:{listen}",

@@ -11,6 +11,9 @@ volume); how it could be fooled or broken, and the test that answers each:
 - a flood appended to the error log during the check (memory):
   test_an_error_log_flood_during_a_reload_costs_no_memory
 - the log rotated or truncated meanwhile: test_reload_check.py::test_read_appended_...
+- the log swapped for a FIFO: test_reload_check.py::test_an_error_log_swapped_for_a_fifo_...
+- a slow nginx taking the version after the check gave up:
+  test_a_reload_judged_too_slow_ends_with_nginx_on_the_rolled_back_version
 - a worker crash-respawn mistaken for a reload, a master ignoring SIGHUP:
   test_reload_check.py::test_replaced_..., ::test_an_nginx_that_starts_no_new_workers_...
 - no pid known (webhook): test_webhook_reloads_are_checked_in_the_error_log
@@ -22,6 +25,7 @@ volume); how it could be fooled or broken, and the test that answers each:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -113,7 +117,12 @@ def test_a_rejected_config_is_rolled_back_and_the_next_good_one_served(
         timeout=20,
         what="served_info on v3",
     )
-    assert watch.metric("config_fetcher_reloads_total", method="signal", result="ok") == 1
+    # served_info is set before the reload is counted (counted once handled): wait for it.
+    wait_until(
+        lambda: watch.metric("config_fetcher_reloads_total", method="signal", result="ok") == 1,
+        timeout=20,
+        what="the reload of v3 counted",
+    )
     assert watch.metric("config_fetcher_rejected") == 0
 
 
@@ -344,3 +353,58 @@ def test_without_a_reload_method_nothing_is_reloaded_or_waited_for(pod: PodLike)
     )
     assert watch.series("config_fetcher_reloads_total") == []
     assert watch.series("config_fetcher_served_info") == []
+
+
+def test_a_publish_cut_short_after_the_swap_is_still_reloaded(
+    running: tuple[PodLike, Watch, str],
+) -> None:
+    """A publish that fails after ``..data`` has switched (here the link of a new top-level
+    name cannot be made: a directory squats the temporary link's name) leaves a version that
+    nginx has not loaded. The next check sees the same content: it must finish the links and
+    reload nginx, not call the content "unchanged" and leave nginx on the old version."""
+    pod, watch, good = running
+    tag = hashlib.sha256(b"extra").hexdigest()[:16]  # publish.py's temporary link name
+    squatter = pod.app.site_dir / f"..tmp-link-{tag}-{watch.proc.pid}"
+    squatter.mkdir()
+    (squatter / "x").write_text("")
+    push(pod.origin, bundle("v2", extra=b"new\n"))
+    wait_until(
+        lambda: watch.metric("config_fetcher_failures_total", stage="publish") >= 1,
+        timeout=20,
+        what="the publish failing after the swap",
+    )
+    assert pod.data_version() != good
+    (squatter / "x").unlink()
+    squatter.rmdir()
+    wait_until(lambda: pod.get("/version") == (200, b"v2\n"), timeout=20, what="v2 served")
+    wait_until(lambda: served(watch) == [pod.data_version()], timeout=20, what="served v2")
+    assert (pod.app.site_dir / "extra").read_bytes() == b"new\n"
+
+
+def test_a_reload_judged_too_slow_ends_with_nginx_on_the_rolled_back_version(
+    pod: PodLike,
+) -> None:
+    """No verdict within --reload-timeout counts as a rejection and ``..data`` goes back, but a
+    slow nginx (a big config, a slow resolver at load) may still take the new version after
+    the check gave up. It is signalled again after the rollback, so what it serves ends up
+    being what the volume and config_fetcher_served_info say. A 1 ms timeout stands in for a
+    slow nginx: real nginx never replaces its workers that fast."""
+    push(pod.origin, bundle("v1"))
+    assert pod.init().code == 0
+    pod.app.start()
+    good = pod.data_version()
+    watch = pod.watch("--reload-timeout", "1ms")
+    wait_until(lambda: served(watch) == [good], timeout=20, what="nginx seen serving v1")
+    master = pod.app.master_pid()
+    before = workers(master)
+    push(pod.origin, bundle("v2"))
+    wait_until(lambda: rejected_lines(watch), timeout=20, what="v2 judged rejected (too slow)")
+    assert pod.data_version() == good
+    assert served(watch) == [good]
+    # nginx did take v2 meanwhile: its workers from before are gone.
+    wait_until(lambda: not workers(master) & before, timeout=20, what="nginx's reload done")
+    wait_until(
+        lambda: pod.get("/version") == (200, b"v1\n"),
+        timeout=20,
+        what="nginx back on the version the volume holds",
+    )

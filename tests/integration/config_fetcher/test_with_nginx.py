@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.config_fetcher.helpers import fetch_once, site_bundle, tar_gz
+from tests.integration.config_fetcher.helpers import fetch_once, site_bundle, tar_gz, watch_cmd
 from tests.support.metrics import value
 from tests.support.nginx import APPS, AppNginx, OriginNginx, have_nginx
-from tests.support.procs import Proc, free_port, http_get, sidecars_cmd, wait_until
+from tests.support.procs import Proc, free_port, http_get, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,16 +28,6 @@ def origin(tmp_path: Path) -> Iterator[OriginNginx]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[AppNginx]:
-    nginx = AppNginx(tmp_path / "app")
-    nginx.render()
-    try:
-        yield nginx
-    finally:
-        nginx.stop()
 
 
 def site_env(app: AppNginx, port: int) -> dict[str, str]:
@@ -79,12 +69,8 @@ def watch(
 ) -> tuple[Proc, int]:
     listen = free_port()
     proc = Proc(
-        sidecars_cmd(
-            "config-fetcher",
-            "--watch",
-            "--source",
+        watch_cmd(
             source,
-            "--dest",
             str(app.site_dir),
             "--env-subst",
             "--reload-pidfile",
@@ -232,12 +218,8 @@ def test_configmap_swaps_are_noticed_and_a_burst_gives_one_reload(
     app.site_dir.mkdir(parents=True, exist_ok=True)
     listen = free_port()
     proc = Proc(
-        sidecars_cmd(
-            "config-fetcher",
-            "--watch",
-            "--source",
+        watch_cmd(
             str(source),
-            "--dest",
             str(dest_conf),
             "--env-subst",
             "--reload-pidfile",
@@ -293,12 +275,8 @@ def test_dest_inside_the_watched_directory_does_not_wake_the_fetcher(
     source.write_text("v1\n")
     listen = free_port()
     proc = Proc(
-        sidecars_cmd(
-            "config-fetcher",
-            "--watch",
-            "--source",
+        watch_cmd(
             str(source),
-            "--dest",
             str(shared / "out"),
             "--listen",
             f"127.0.0.1:{listen}",

@@ -126,9 +126,10 @@ def test_http_sink_over_https_verifies_with_ca_file(tmp_path, shippers, tls_rece
     assert receiver.url.startswith("https://")
     log = tmp_path / "app.log"
     write(log, 0, 300)
+    # It can never deliver: its final drain would wait out the whole default --drain-timeout.
     untrusting = Shipper(
         tmp_path / "untrusting", "--paths", str(log), "--sink", f"http={receiver.url}",
-        "--batch-wait", "100ms", "--retry-max", "200ms",
+        "--batch-wait", "100ms", "--retry-max", "200ms", "--drain-timeout", "1s",
     )  # fmt: skip
     shippers.append(untrusting.start())
     trusting = Shipper(

@@ -11,7 +11,7 @@ import pytest
 
 from sidecars.config_fetcher import publish as publish_mod
 from sidecars.config_fetcher.bundle import digest
-from sidecars.config_fetcher.errors import PublishError, VerifyError, publish_error
+from sidecars.config_fetcher.errors import FetchError, PublishError, VerifyError, publish_error
 from sidecars.config_fetcher.members import Entry
 from sidecars.config_fetcher.publish import Publisher
 from sidecars.config_fetcher.sources import LocalSource
@@ -112,3 +112,36 @@ def test_a_failed_write_reports_its_class_and_leaves_nothing(
         pub.publish(bundle, digest(bundle), {})
     assert info.value.transient is transient
     assert os.listdir(tmp_path / "site") == [], "the temp version is removed"
+
+
+@pytest.mark.parametrize("swap", ["symlink", "file"])
+def test_a_directory_swapped_while_the_tree_is_read_is_never_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    """Whoever writes the source (git-sync, a content volume) can replace a directory with a
+    link between the moment it was seen as a directory and the moment it is listed: the
+    reader must not follow that link out of the tree (here to a secret beside the source)."""
+    from sidecars.config_fetcher import members
+
+    outside = tmp_path / "secrets"
+    outside.mkdir()
+    (outside / "token").write_text("SECRET\n")
+    src = tmp_path / "src"
+    (src / "html").mkdir(parents=True)
+    (src / "html/index.html").write_text("hi\n")
+    (src / "site.conf").write_text("server {}\n")
+    real_add_dir = members.TreeBuilder.add_dir
+
+    def add_dir_then_swap(self: members.TreeBuilder, path: str) -> None:
+        real_add_dir(self, path)
+        if path == "html":  # seen as a directory: now swap it before it is listed
+            os.rename(src / "html", tmp_path / "html.old")
+            if swap == "symlink":
+                (src / "html").symlink_to(outside)
+            else:
+                (src / "html").write_text("not a dir\n")
+
+    monkeypatch.setattr(members.TreeBuilder, "add_dir", add_dir_then_swap)
+    with pytest.raises(FetchError, match="changed while being read") as info:
+        read(src)
+    assert info.value.transient, "the next attempt reads a consistent tree"

@@ -165,3 +165,18 @@ def test_swapped_at_follows_each_swap(tmp_path: Path) -> None:
     pub.switch_to(v1)
     second = pub.swapped_at()
     assert first is not None and second is not None and second > 1
+
+
+def test_a_top_level_name_of_the_longest_accepted_length_is_published(tmp_path: Path) -> None:
+    """The member checks accept names of up to 255 bytes (NAME_MAX): the temporary link made
+    to swap a top-level link atomically must not be longer than the name itself, or the
+    publish fails after ``..data`` has already switched (a version with its link missing)."""
+    from sidecars.config_fetcher.members import MAX_NAME_BYTES
+
+    name = "n" * MAX_NAME_BYTES
+    pub = Publisher(tmp_path / "dest")
+    pub.prepare()
+    put(pub, {name: Entry("file", b"long\n"), "a.conf": Entry("file", b"a\n")})
+    assert tree(tmp_path / "dest") == {name: b"long\n", "a.conf": b"a\n"}
+    pub.switch_to(put(pub, {name: Entry("file", b"v2\n")}))
+    assert (tmp_path / "dest" / name).read_bytes() == b"v2\n"

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from sidecars.config_fetcher.reload import Debouncer, ReloadError, read_pid, signal_pidfile
+from tests.support.procs import wait_until
 
 
 async def test_a_burst_gives_one_action() -> None:
@@ -56,7 +59,7 @@ def test_refuses_to_signal_a_process_that_is_not_nginx(tmp_path: Path) -> None:
     proc = subprocess.Popen(["sleep", "60"])
     try:
         (tmp_path / "n.pid").write_text(f"{proc.pid}\n")
-        with pytest.raises(ReloadError, match="is not nginx"):
+        with pytest.raises(ReloadError, match="not an nginx master"):
             signal_pidfile(tmp_path / "n.pid")
         assert proc.poll() is None, "the unrelated process must not have been signalled"
     finally:
@@ -80,3 +83,25 @@ def test_source_events_exclude_our_own_publishes(tmp_path: Path) -> None:
     assert tree(None, str(tmp_path / "conf.d" / "a.conf"))
     assert not tree(None, str(tmp_path / "out" / "..2026" / "a.conf"))
     assert not tree(None, str(tmp_path / "out"))
+
+
+def test_refuses_to_signal_a_process_that_only_mentions_nginx(tmp_path: Path) -> None:
+    """A stale pid file whose pid was reused by another sidecar of the Pod (the log-shipper's
+    command line names /var/log/nginx and --nginx-pidfile): SIGHUP would kill that process.
+    Only a process titled "nginx: master process" is nginx's master."""
+    code = "import time; time.sleep(60)"
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", code, "--nginx-pidfile=/run/nginx.pid", "/var/log/nginx/a.log"]
+    )
+    try:
+        cmdline = Path(f"/proc/{stranger.pid}/cmdline")
+        wait_until(lambda: b"nginx" in cmdline.read_bytes(), what="the stranger's command line")
+        (tmp_path / "n.pid").write_text(f"{stranger.pid}\n")
+        with pytest.raises(ReloadError, match="not an nginx master"):
+            signal_pidfile(tmp_path / "n.pid")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            stranger.wait(timeout=0.5)
+        assert stranger.poll() is None, "a process that is not nginx's master was signalled"
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -155,7 +155,7 @@ def test_an_nginx_that_starts_no_new_workers_has_rejected_it(tmp_path: Path) -> 
     from tests.support.procs import wait_until
 
     script = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); time.sleep(60)"
-    argv = ["bash", "-c", f'exec -a "nginx: master" {sys.executable} -c "{script}"']
+    argv = ["bash", "-c", f'exec -a "nginx: master process" {sys.executable} -c "{script}"']
     proc = subprocess.Popen(argv)
     try:
         status = Path(f"/proc/{proc.pid}/status")
@@ -181,3 +181,27 @@ def test_an_nginx_that_starts_no_new_workers_has_rejected_it(tmp_path: Path) -> 
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_an_error_log_swapped_for_a_fifo_is_not_waited_on(tmp_path: Path) -> None:
+    """The error log lives on the logs volume nginx writes: a FIFO put in its place must not
+    block the check (it runs under the publish lock: the whole loop would wait)."""
+    import threading
+
+    log = tmp_path / "error.log"
+    log.write_bytes(b"before\n")
+    mark = mark_log(log)
+    assert mark is not None
+    log.unlink()
+    os.mkfifo(log)
+    outcome: list[tuple[bytes, object]] = []
+    reader = threading.Thread(target=lambda: outcome.append(read_appended(mark, 1000)))
+    reader.daemon = True
+    reader.start()
+    reader.join(timeout=5)
+    if reader.is_alive():
+        fd = os.open(log, os.O_RDWR | os.O_NONBLOCK)
+        os.close(fd)
+        reader.join(timeout=5)
+        raise AssertionError("reading a FIFO error log blocked")
+    assert outcome == [(b"", mark)]

@@ -121,7 +121,7 @@ def test_find_master_refuses_a_pid_file_naming_something_else(tmp_path: Path) ->
         pidfile.write_text(junk)
         with pytest.raises(NginxNotFound, match="not a pid"):
             find_master(pidfile=pidfile, proc=proc)
-    with pytest.raises(NginxNotFound, match="cannot read"):
+    with pytest.raises(NginxNotFound, match="does not exist"):
         find_master(pidfile=tmp_path / "missing.pid", proc=proc)
     empty = tmp_path / "empty-proc"
     empty.mkdir()
@@ -177,3 +177,114 @@ def test_rotation_settings() -> None:
         _settings("--rotate-bytes", "1MiB", "--max-held-bytes", "1MiB")
     assert _settings("--format", "none").parser is None
     assert _settings("--log-format", "$status").parser.fields == ("status",)
+
+
+def test_signal_master_reaches_a_master_and_spares_a_stranger(tmp_path: Path) -> None:
+    """signal_master checks the title of the process its pidfd pinned: a master gets the
+    signal, a process that is not one (a reused pid) is left alone."""
+    import signal
+    import subprocess
+    import sys
+
+    from sidecars.runtime.nginx_proc import signal_master
+    from tests.support.procs import wait_until
+
+    got = tmp_path / "got"
+    script = (
+        "import pathlib, signal, time; "
+        f"signal.signal(signal.SIGUSR1, lambda *a: pathlib.Path({str(got)!r}).touch()); "
+        "time.sleep(60)"
+    )
+    titled = f'exec -a "nginx: master process" {sys.executable} -c "{script}"'
+    master = subprocess.Popen(["bash", "-c", titled])
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "nginx"])
+    try:
+        for cmdline in (Path(f"/proc/{p.pid}/cmdline") for p in (master, stranger)):
+            wait_until(lambda c=cmdline: b"nginx" in c.read_bytes(), what="a command line")
+        wait_until(
+            lambda: any(
+                line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << 9)
+                for line in Path(f"/proc/{master.pid}/status").read_text().splitlines()
+            ),
+            what="USR1 handled",
+        )
+        signal_master(master.pid, signal.SIGUSR1)
+        wait_until(got.exists, what="the master got USR1")
+        with pytest.raises(NginxNotFound, match="not an nginx master"):
+            signal_master(stranger.pid, signal.SIGUSR1)
+        assert stranger.poll() is None
+    finally:
+        for p in (master, stranger):
+            p.kill()
+            p.wait()
+    with pytest.raises(NginxNotFound, match="not running"):
+        signal_master(stranger.pid, signal.SIGUSR1)
+
+
+def test_the_turn_that_rotates_still_keeps_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the turn that renames the live file (nginx has not reopened yet), the older rotated
+    files are no longer written by nginx and may be dropped past the cap; the file just
+    renamed is counted once (as rotated), not also as the live file it was."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from sidecars.log_shipper import rotate
+    from sidecars.log_shipper.metrics import ShipperMetrics
+
+    live = tmp_path / "access.log"
+    line = b"x" * 99 + b"\n"
+    for index, when in enumerate((1_000_000.0, 1_000_100.0)):  # two older, unshipped rotations
+        Path(rotated_name(str(live), when)).write_bytes(b"old %d " % index + line * 10)
+    live.write_bytes(b"live " + line * 20)  # 2005 bytes: over --rotate-bytes
+    proc = fake_proc(tmp_path / "proc", {10: MASTER}, {10: [live]})
+    pidfile = tmp_path / "nginx.pid"
+    pidfile.write_text("10\n")
+    signalled: list[int] = []
+    monkeypatch.setattr(rotate, "signal_master", lambda pid, sig, proc: signalled.append(pid))
+    settings = SimpleNamespace(
+        paths=[str(live)], rotate_bytes=1500, max_held_bytes=2500, nginx_pidfile=pidfile,
+        rotate_wait=1.0,
+    )  # fmt: skip
+    tailer = SimpleNamespace(drop=lambda fingerprint: None, wake=lambda: None)
+    pipelines = [SimpleNamespace(key="http", tailer=tailer)]
+    metrics = ShipperMetrics(CollectorRegistry())
+    rotator = rotate.Rotator(
+        settings, SimpleNamespace(streams={}), lambda: pipelines, metrics, proc=proc
+    )
+    rotator.turn()
+    assert signalled == [10] and not live.exists(), "rotated; nginx has not reopened yet"
+    left = sorted(p.name for p in tmp_path.glob("access.log.*"))
+    assert len(left) == 1, f"the older rotated files are dropped past the cap: {left}"
+    held = metrics.held_bytes._value.get()
+    assert held == 2005, f"the renamed file is counted once: {held}"
+
+
+def test_a_fifo_as_the_pid_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """The pid file lives on a volume nginx's container writes: a FIFO planted there must not
+    block the reader (the shipper's event loop, the fetcher's loop) until someone writes."""
+    import threading
+
+    pidfile = tmp_path / "nginx.pid"
+    os.mkfifo(pidfile)
+    outcome: list[BaseException | int] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(find_master(pidfile=pidfile, proc=tmp_path))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+
+    reader = threading.Thread(target=attempt, daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    if reader.is_alive():  # blocked in open(): release it, then fail
+        fd = os.open(pidfile, os.O_RDWR | os.O_NONBLOCK)
+        os.write(fd, b"1\n")
+        reader.join(timeout=5)
+        os.close(fd)
+        pytest.fail("reading a FIFO pid file blocked")
+    (error,) = outcome
+    assert isinstance(error, NginxNotFound) and "not a regular file" in str(error)

@@ -1,0 +1,193 @@
+"""The whole stream: every document in order, workloads injected, the rest byte for byte, a
+ConfigMap (nginx's conf.d addition) emitted before each injected workload, and one report line
+per document (linkerd-style: injected, or skipped with the reason)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import MutableMapping
+from typing import Any
+
+from sidecars.inject import nginx_conf, workloads
+from sidecars.inject.documents import Document, dump, indent_of, split
+from sidecars.inject.errors import InjectError
+from sidecars.inject.template import Template
+from sidecars.inject.wiring import Options, inject
+
+CONFIG_MAP_MARKER = "sidecars.inject/config-for"
+CONFIG_MAP_SUFFIX = "-sidecars-nginx"
+
+
+@dataclasses.dataclass
+class Output:
+    text: str
+    report: list[str]
+
+
+def _is_generated(doc: Any) -> bool:
+    meta = doc.get("metadata") if doc.get("kind") == "ConfigMap" else None
+    annotations = meta.get("annotations") if isinstance(meta, MutableMapping) else None
+    return isinstance(annotations, MutableMapping) and CONFIG_MAP_MARKER in annotations
+
+
+def _check_object(doc: Any) -> None:
+    if not isinstance(doc, MutableMapping):
+        raise InjectError(f"not a Kubernetes object: a {type(doc).__name__}, not a mapping")
+    for key in ("apiVersion", "kind"):
+        if not isinstance(doc.get(key), str) or not doc[key]:
+            raise InjectError(f"not a Kubernetes object: no {key}")
+    kind = doc["kind"]
+    if kind in workloads.WORKLOADS and doc["apiVersion"] != workloads.WORKLOADS[kind][0]:
+        raise InjectError(
+            f"unknown kind {doc['apiVersion']} {kind} (sidecars inject knows "
+            f"{workloads.WORKLOADS[kind][0]} {kind})"
+        )
+
+
+def _line(node: Any, first: int) -> int:
+    """The input line of ``node``, in a document whose text starts at line ``first``."""
+    lc = getattr(node, "lc", None)
+    return first if lc is None or lc.line is None else first + lc.line
+
+
+class _Run:
+    def __init__(self, tpl: Template, opts: Options) -> None:
+        self.tpl, self.opts = tpl, opts
+        self.report: list[str] = []
+
+    def config_map(self, doc: Any) -> Any:
+        meta = doc.get("metadata") or {}
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            raise InjectError(f"{doc['kind']} has no metadata.name")
+        fetcher = "config-fetcher" in self.opts.parts
+        stub = self.tpl.env_value("metrics-proxy", "METRICS_PROXY_STUB_STATUS_URL")
+        port = int(stub.rsplit(":", 1)[1].split("/", 1)[0]) if stub else None
+        text = nginx_conf.conf(
+            self.opts.parts,
+            stub_status_port=port,
+            site_dir=self.tpl.env_value("config-fetcher", "CONFIG_FETCHER_DEST")
+            if fetcher
+            else None,
+        )
+        return nginx_conf.config_map(
+            name + CONFIG_MAP_SUFFIX,
+            meta.get("namespace"),
+            f"{doc['kind']}/{name}",
+            text,
+            CONFIG_MAP_MARKER,
+        )
+
+    def workload(self, doc: Any, where: str, text: str, base: int = 0) -> Any | None:
+        """Inject one workload in place; return its ConfigMap, or None if skipped. ``text`` is
+        its document's, ``base`` the column of its keys there (for our comments' columns)."""
+        kind = doc["kind"]
+        holder = workloads.pod_template(doc)
+        label = f"{where}: {workloads.describe(doc)}"
+        if holder is None:
+            self.report.append(f"{label}: skipped (no Pod template)")
+            return None
+        if not self.opts.native:
+            spec = holder["spec"]
+            if kind in workloads.RUN_TO_COMPLETION or (
+                kind == "Pod" and spec.get("restartPolicy") in ("Never", "OnFailure")
+            ):
+                raise InjectError(
+                    f"{workloads.describe(doc)}: classic sidecars (Kubernetes before 1.29) never "
+                    "exit, so its Pods would never complete; use --kube-version 1.29 or later"
+                )
+        cm = self.config_map(doc)
+        sequence, _ = indent_of(text)
+        spec_column = base + 2 * (len(workloads.WORKLOADS[kind][1]) + 1)
+        result = inject(
+            holder, self.tpl, self.opts, cm["metadata"]["name"], column=spec_column + sequence
+        )
+        if result.record is None:
+            self.report.append(f"{label}: skipped ({result.reason})")
+            return None
+        mode = "native" if self.opts.native else "classic"
+        again = ", replacing an earlier injection" if result.was_injected else ""
+        line = (
+            f"{label}: injected {', '.join(result.record['parts'])} ({mode} sidecars{again}), "
+            f"with ConfigMap/{cm['metadata']['name']} before it"
+        )
+        self.report.append(line + "".join(f"; warning: {w}" for w in result.warnings))
+        return cm
+
+    def document(self, doc: Document) -> str:
+        data = doc.data
+        _check_object(data)
+        where = f"document {doc.number}"
+        kind = data["kind"]
+        if _is_generated(data):
+            self.report.append(f"{where}: {workloads.describe(data)}: removed (regenerated)")
+            return doc.prefix
+        if kind == "List":
+            return self.list_(doc)
+        if kind not in workloads.WORKLOADS:
+            self.report.append(f"{where}: {workloads.describe(data)}: skipped (not a workload)")
+            return doc.prefix + doc.text
+        cm = self.workload(data, where, doc.text)
+        if cm is None:
+            return doc.prefix + doc.text
+        return doc.prefix + dump(cm, like=doc.text) + dump(data, like=doc.text)
+
+    def list_(self, doc: Document) -> str:
+        items = doc.data.get("items")
+        if not isinstance(items, list):
+            raise InjectError("List has no items list")
+        changed = False
+        i = number = 0  # index now, number in the input
+        while i < len(items):
+            number += 1
+            item, where = items[i], f"document {doc.number}, item {number}"
+            try:
+                _check_object(item)
+            except InjectError as exc:
+                raise InjectError(f"item {number}: {exc.message}") from None
+            if _is_generated(item):
+                self.report.append(f"{where}: {workloads.describe(item)}: removed (regenerated)")
+                del items[i]
+                changed = True
+                continue
+            if item["kind"] not in workloads.WORKLOADS:
+                self.report.append(f"{where}: {workloads.describe(item)}: skipped (not a workload)")
+                i += 1
+                continue
+            try:
+                cm = self.workload(item, where, doc.text, base=indent_of(doc.text)[0])
+            except InjectError as exc:
+                raise exc.located(doc.number, _line(item, doc.line)) from None
+            if cm is not None:
+                items.insert(i, cm)
+                changed = True
+                i += 1
+            i += 1
+        if not changed:
+            return doc.prefix + doc.text
+        return doc.prefix + dump(doc.data, like=doc.text, explicit=doc.explicit)
+
+
+def run(text: str, tpl: Template, opts: Options) -> Output:
+    """Render the whole output before anything is written: an error leaves stdout empty."""
+    try:
+        return _run(text, tpl, opts)
+    except RecursionError:  # the composer and emitter recurse per nesting level
+        raise InjectError("broken YAML: nested too deeply") from None
+
+
+def _run(text: str, tpl: Template, opts: Options) -> Output:
+    run_ = _Run(tpl, opts)
+    pieces = []
+    for doc in split(text):
+        if doc.data is None:
+            pieces.append(doc.prefix + doc.text)
+            continue
+        try:
+            piece = run_.document(doc)
+        except InjectError as exc:
+            raise exc.located(doc.number, doc.line) from None
+        if pieces and pieces[-1] and not pieces[-1].endswith("\n"):
+            pieces[-1] += "\n"
+        pieces.append(piece)
+    return Output("".join(pieces), run_.report)
