@@ -7,8 +7,13 @@ more CPU than everything else in a scrape together (bench/metrics_proxy), and im
 costs a process about 11 MB and 0.1 s at start (bench/log_shipper), which the log-shipper need
 not pay unless it serves /metrics. This speaks just what those requests need: Content-Length,
 chunked or close-delimited response bodies, interim 1xx answers, keep-alive, and a cap on the
-body kept. No redirects, proxies or cookies: a fixed endpoint has no use for them. Response
-parsing is pure (``ResponseParser``) and tested on its own.
+body kept. No redirects, proxies or cookies: a fixed endpoint has no use for them.
+
+The bytes are parsed by httptools (llhttp, the parser of Node.js and uvicorn): status line,
+header lines, Content-Length and chunk syntax, chunked decoding. ``ResponseParser`` wraps it
+with this client's policy (head and body caps, how many interim answers, which codings) and
+turns every refusal, the library's or its own, into ProtocolError or TooLarge, so a caller can
+count any odd answer as the peer's failure. It is pure (no I/O) and tested on its own.
 """
 
 from __future__ import annotations
@@ -16,194 +21,191 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
+
+import httptools
 
 
 class ProtocolError(Exception):
-    """The peer's bytes are not an HTTP/1.1 response."""
+    """The peer's bytes are not an HTTP/1.1 response this client accepts."""
 
 
 class TooLarge(Exception):
     """The body exceeds the cap."""
 
 
-@dataclass
 class Response:
-    status: int
-    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
-    body: bytes = b""
-    keep_alive: bool = True
+    __slots__ = ("body", "headers", "keep_alive", "status")
+
+    def __init__(
+        self, status: int, headers: dict[str, str], body: bytes = b"", keep_alive: bool = True
+    ) -> None:
+        self.status = status
+        self.headers = headers  # lower-cased names; repeated headers joined with ", "
+        self.body = body
+        self.keep_alive = keep_alive
+
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {len(self.body)} bytes, keep_alive={self.keep_alive})"
 
 
-_MAX_HEAD = 64 * 1024
+MAX_HEAD = 64 * 1024  # all of a response's head bytes, interim answers included
+MAX_INTERIM = 10  # 1xx answers before the real one: a peer sending them forever is refused
+_PER_HEADER = 4  # ": " and CRLF, counted with each header's name and value
 
 
-@dataclass
+class _Finished(Exception):
+    """Raised inside a parser callback to stop at the end of the response."""
+
+
 class ResponseParser:
     """Feed bytes in; ``done`` once a whole response has been read.
 
     A body over ``max_body`` raises TooLarge, or with ``truncate`` is cut to its first
     ``max_body`` bytes (the rest is read and dropped: an answer whose body only matters as an
-    error detail)."""
+    error detail). Bytes past the end of the response mark it not to be kept alive (the
+    connection is out of step) and are otherwise ignored."""
 
-    max_body: int
-    truncate: bool = False
-    response: Response | None = None
-    done: bool = False
-    _buffer: bytearray = field(default_factory=bytearray)
-    _body: bytearray = field(default_factory=bytearray)
-    _received: int = 0  # body bytes read, kept or not
-    _length: int | None = None  # Content-Length, when given
-    _chunked: bool = False
-    _until_close: bool = False
-    _chunk_left: int | None = None  # bytes left in the current chunk (None: read a size line)
-    _trailers: bool = False
+    def __init__(self, max_body: int, truncate: bool = False) -> None:
+        self.max_body = max_body
+        self.truncate = truncate
+        self.response: Response | None = None
+        self.done = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._prefix = b""  # the first bytes, until they show an HTTP/ status line
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0  # head bytes seen (counted per feed while a head is open)
+        self._header_bytes = 0  # the complete header lines' size (counted per callback)
+        self._interim = 0
+        self._body: list[bytes] = []
+        self._kept = 0  # body bytes kept
+        self._received = 0  # body bytes read, kept or not
+        self._until_close = False
+
+    # --- feeding -------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
-        if self.response is None:
-            self._parse_head()
-            if self.response is None:
+        """Raises ProtocolError or TooLarge; nothing else."""
+        if self.done:
+            assert self.response is not None
+            self.response.keep_alive = False
+            return
+        if len(self._prefix) < 5:
+            self._prefix += data[: 5 - len(self._prefix)]
+            if not b"HTTP/".startswith(self._prefix):
+                raise ProtocolError(f"not an HTTP response (starts {self._prefix!r})")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            own = exc.__context__
+            if isinstance(own, _Finished):
+                assert self.response is not None
+                self.response.keep_alive = False
                 return
-        self._parse_body()
+            if isinstance(own, ProtocolError | TooLarge):
+                raise own from None
+            raise ProtocolError(f"bad response: {own!r}") from None
+        except httptools.HttpParserUpgrade:
+            raise ProtocolError("the peer switched protocols (101 or Upgrade)") from None
+        except httptools.HttpParserError as exc:
+            if self.done:  # e.g. "Data after `Connection: close`": past the end, not ours
+                assert self.response is not None
+                self.response.keep_alive = False
+                return
+            raise ProtocolError(f"bad response: {exc}") from None
+        if self.response is None:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                raise ProtocolError(f"response head larger than {MAX_HEAD // 1024} KiB")
 
     def eof(self) -> None:
-        """The peer closed the connection: complete for a close-delimited body, else cut off."""
+        """The peer closed the connection: complete for a close-delimited body, else cut off
+        (EOFError), or ProtocolError when not even a head arrived."""
         if self.done:
-            return
-        if self.response is not None and self._until_close:
-            self._take(bytes(self._buffer))
-            self._buffer.clear()
-            self._finish()
             return
         if self.response is None:
             raise ProtocolError("connection closed before a complete response head")
-        raise EOFError("connection closed in the middle of the body")
+        if not self._until_close:
+            raise EOFError("connection closed in the middle of the body")
+        self._finish()
 
-    def _parse_head(self) -> None:
-        prefix = bytes(self._buffer[:5])
-        if not b"HTTP/".startswith(prefix):
-            raise ProtocolError("not an HTTP response")
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buffer) > _MAX_HEAD:
-                raise ProtocolError("response head larger than 64 KiB")
-            return
-        head = bytes(self._buffer[:end]).decode("latin-1")
-        del self._buffer[: end + 4]
-        status_line, *lines = head.split("\r\n")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0") or not parts[1].isdigit():
-            raise ProtocolError(f"bad status line {status_line[:80]!r}")
-        status = int(parts[1])
-        headers: dict[str, str] = {}
-        for line in lines:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise ProtocolError(f"bad header line {line[:80]!r}")
-            key = name.lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    # --- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            raise _Finished  # a second response nobody asked for: stop here
+
+    def on_status(self, status: bytes) -> None:
+        self._count(len(status))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is not None:
+            return  # a trailer after a chunked body: not kept
+        self._count(len(name) + len(value) + _PER_HEADER)
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        version = self._parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise ProtocolError(f"unsupported HTTP version {version!r}")
+        headers, self._headers = self._headers, {}
+        if status == 101:
+            raise ProtocolError("the peer switched protocols (101 or Upgrade)")
         if 100 <= status < 200:
-            # An interim response (e.g. 103 Early Hints): the real one follows.
-            return self._parse_head()
-        connection = headers.get("connection", "").lower()
-        keep_alive = parts[0] == "HTTP/1.1" and "close" not in connection
-        self.response = Response(status, headers, keep_alive=keep_alive)
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) answers")
+            return
         encoding = headers.get("transfer-encoding", "").lower()
-        if encoding:
-            if encoding != "chunked":
-                raise ProtocolError(f"unsupported Transfer-Encoding {encoding!r}")
-            self._chunked = True
-        elif "content-length" in headers:
-            raw = headers["content-length"]
-            if not raw.isdigit():
-                raise ProtocolError(f"bad Content-Length {raw[:40]!r}")
-            self._length = int(raw)
-            if self._length > self.max_body and not self.truncate:
-                raise TooLarge(f"Content-Length {self._length}")
-        elif status in (204, 304):
-            self._length = 0
-        else:
-            self._until_close = True
-            self.response.keep_alive = False
+        if encoding and encoding != "chunked":
+            raise ProtocolError(f"unsupported Transfer-Encoding {encoding[:40]!r}")
         coding = headers.get("content-encoding", "identity").lower()
         if coding != "identity":
-            raise ProtocolError(f"unrequested Content-Encoding {coding!r}")
+            raise ProtocolError(f"unrequested Content-Encoding {coding[:40]!r}")
+        if not encoding and "content-length" in headers:
+            raw = headers["content-length"]
+            if not (raw.isascii() and raw.isdigit()):  # llhttp checks this too; say it here
+                raise ProtocolError(f"bad Content-Length {raw[:40]!r}")
+            length = int(raw)
+            if length > self.max_body and not self.truncate:
+                raise TooLarge(f"Content-Length {length}")
+        elif not encoding and status not in (204, 304):
+            self._until_close = True  # the body ends when the peer closes
+        keep_alive = self._parser.should_keep_alive() and not self._until_close
+        self.response = Response(status, headers, keep_alive=keep_alive)
 
-    def _take(self, data: bytes | bytearray) -> None:
+    def on_body(self, data: bytes) -> None:
+        if self.response is None:
+            raise ProtocolError("a body on an interim (1xx) answer")
         self._received += len(data)
         if self._received > self.max_body:
             if not self.truncate:
                 raise TooLarge(f"more than {self._received} bytes")
-            data = data[: max(0, self.max_body - len(self._body))]
-        self._body += data
+            data = data[: self.max_body - self._kept]
+        if data:
+            self._body.append(data)
+            self._kept += len(data)
+
+    def on_message_complete(self) -> None:
+        if self.response is not None:  # else an interim answer ended: wait for the real one
+            self._finish()
+
+    # --- policy --------------------------------------------------------------------------------
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEAD:
+            raise ProtocolError(f"response head larger than {MAX_HEAD // 1024} KiB")
 
     def _finish(self) -> None:
         assert self.response is not None
-        self.response.body = bytes(self._body)
-        if self._buffer:
-            # Bytes past the end of the response: the connection is out of step.
-            self.response.keep_alive = False
+        self.response.body = b"".join(self._body)
+        self._body = []
         self.done = True
-
-    def _parse_body(self) -> None:
-        if self._length is not None:
-            need = self._length - self._received
-            self._take(self._buffer[:need])
-            del self._buffer[:need]
-            if self._received == self._length:
-                self._finish()
-        elif self._chunked:
-            self._parse_chunks()
-        else:
-            self._take(self._buffer)
-            self._buffer.clear()
-
-    def _parse_chunks(self) -> None:
-        while not self.done:
-            if self._trailers:
-                end = self._buffer.find(b"\r\n")
-                if end < 0:
-                    return
-                line = self._buffer[:end]
-                del self._buffer[: end + 2]
-                if not line:
-                    self._finish()
-                continue
-            if self._chunk_left is None:
-                end = self._buffer.find(b"\r\n")
-                if end < 0:
-                    if len(self._buffer) > 1024:
-                        raise ProtocolError("chunk size line too long")
-                    return
-                size_text = bytes(self._buffer[:end]).split(b";")[0].strip()
-                del self._buffer[: end + 2]
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise ProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-                if size == 0:
-                    self._trailers = True
-                    continue
-                if self._received + size > self.max_body and not self.truncate:
-                    raise TooLarge(f"more than {self._received + size} bytes")
-                self._chunk_left = size
-            if self._chunk_left > 0:
-                if not self._buffer:
-                    return  # the rest of the chunk has not arrived yet
-                piece = self._buffer[: self._chunk_left]
-                self._take(piece)
-                del self._buffer[: len(piece)]
-                self._chunk_left -= len(piece)
-            if self._chunk_left == 0:
-                if len(self._buffer) < 2:
-                    return
-                if self._buffer[:2] != b"\r\n":
-                    raise ProtocolError("chunk not followed by CRLF")
-                del self._buffer[:2]
-                self._chunk_left = None
 
 
 class _Connection(asyncio.Protocol):

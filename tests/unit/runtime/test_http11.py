@@ -84,31 +84,54 @@ def test_closed_before_any_response() -> None:
         parser.eof()
 
 
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
         (b"garbage garbage\r\n\r\n", "not an HTTP response"),
         (b"\x00\x01\x02", "not an HTTP response"),
-        (b"HTTP/1.1 abc OK\r\n\r\n", "bad status line"),
-        (b"HTTP/2 200\r\n\r\n", "bad status line"),
-        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "bad header line"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
+        (b"RTSP/1.0 200 OK\r\n\r\n", "not an HTTP response"),
+        (b"HTTP/1.1 abc OK\r\n\r\n", "Invalid status code"),
+        (b"HTTP/1.1 99 OK\r\n\r\n", "Invalid status code"),
+        (b"HTTP/2 200\r\n\r\n", "bad response"),
+        (b"HTTP/2.0 200 OK\r\n\r\n", "unsupported HTTP version"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "Invalid header token"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n", "Content-Length"),
+        ("HTTP/1.1 200 OK\r\nContent-Length: \u0661\u0662\r\n\r\n".encode(), "Content-Length"),
+        ("HTTP/1.1 200 OK\r\nContent-Length: \uff11\r\n\r\n".encode(), "Content-Length"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "Content-Length"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "Content-Length",
+        ),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "unsupported Transfer-Encoding"),
         (
             b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 0\r\n\r\n",
             "unrequested Content-Encoding",
         ),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
-        (
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc",
-            "chunk not followed by CRLF",
-        ),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", "switched protocols"),
+        (CHUNKED_HEAD + b"zz\r\n", "chunk size"),
+        (CHUNKED_HEAD + b"-1\r\n", "chunk size"),
+        (CHUNKED_HEAD + b"+3\r\nabc\r\n", "chunk size"),
+        (CHUNKED_HEAD + b"0x10\r\n", "chunk size"),
+        (CHUNKED_HEAD + b"1_1\r\n", "chunk size"),
+        (CHUNKED_HEAD + b" 3\r\nabc\r\n", "chunk size"),
+        (CHUNKED_HEAD + "\u0661\r\n".encode(), "chunk size"),
+        (CHUNKED_HEAD + b"FFFFFFFFFFFFFFFFFFFF\r\n", "Chunk size overflow"),
+        (CHUNKED_HEAD + b"1\r\nabc", "after chunk data"),
         (b"HTTP/1.1 200 OK\r\n" + b"X: " + b"a" * 70000, "larger than 64 KiB"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 20000 + b"\r\n", "larger than 64 KiB"),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 11, "more than 10 interim"),
     ],
 )
 def test_protocol_errors(raw: bytes, message: str) -> None:
-    with pytest.raises(ProtocolError, match=message):
-        feed(raw)
+    for step in (None, 3):
+        with pytest.raises(ProtocolError, match=message):
+            feed(raw, step=step)
 
 
 @pytest.mark.parametrize(
@@ -116,7 +139,7 @@ def test_protocol_errors(raw: bytes, message: str) -> None:
     [
         b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n123456\r\n6\r\n123456\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFF\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFF\r\n" + b"x" * 11,
         b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 11,
     ],
     ids=["declared", "chunks", "huge-chunk-size", "close-delimited"],

@@ -1,4 +1,4 @@
-"""The health/metrics server: its head parser, and the server itself over real sockets (TCP and
+"""The health/metrics server: its request parser, and the server itself over real sockets (TCP and
 TLS) with the clients that meet it in a Pod (kubelet-style one-shot GETs, Prometheus' kept-alive
 scrapes) and the ones it must refuse."""
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,48 +19,113 @@ from sidecars.runtime.health import Health
 from sidecars.runtime.http11 import Client, ProtocolError
 from sidecars.runtime.parsers import HostPort
 from sidecars.runtime.server import (
+    MAX_PIPELINED,
+    MAX_STALLED,
     BadRequest,
+    Head,
     Request,
+    RequestParser,
     Response,
     Server,
-    parse_head,
+    _Connection,
     render,
     routes,
 )
 
-# --- the head parser -------------------------------------------------------------------------
+# --- the request parser (httptools under this server's policy) -------------------------------
 
 
-def test_parse_head() -> None:
-    head = parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: a\r\naccept: b")
+def parse(raw: bytes, *, step: int | None = None) -> tuple[list[Head], RequestParser]:
+    heads: deque[Head] = deque()
+    parser = RequestParser(heads)
+    step = step or len(raw) or 1
+    for i in range(0, len(raw), step):
+        parser.feed(raw[i : i + step])
+    return list(heads), parser
+
+
+def one(raw: bytes) -> Head:
+    heads, parser = parse(raw + b"\r\n\r\n")
+    assert len(heads) == 1 and not parser.in_head
+    return heads[0]
+
+
+@pytest.mark.parametrize("step", [None, 1, 5])
+def test_parse_heads(step: int | None) -> None:
+    raw = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nAccept: a\r\naccept: b\r\n\r\n" * 2
+    heads, parser = parse(raw, step=step)
+    assert len(heads) == 2 and not parser.stopped and not parser.in_head
+    head = heads[0]
     assert (head.method, head.path, head.version) == ("GET", "/metrics", "HTTP/1.1")
     assert head.headers == {"host": "a", "accept": "a, b"}
     assert head.keep_alive
-    assert parse_head(b"GET http://h:1/readyz HTTP/1.1").path == "/readyz"
-    assert parse_head(b"GET http://h:1 HTTP/1.1").path == "/"
-    assert not parse_head(b"GET / HTTP/1.1\r\nConnection: close").keep_alive
-    assert not parse_head(b"GET / HTTP/1.0").keep_alive
-    assert parse_head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").keep_alive
-    assert parse_head(b"GET / HTTP/1.1\r\nContent-Length: 0").path == "/"
+
+
+def test_parse_head_forms() -> None:
+    assert one(b"GET http://h:1/readyz HTTP/1.1").path == "/readyz"
+    assert one(b"GET http://h:1 HTTP/1.1").path == "/"
+    assert not one(b"GET / HTTP/1.1\r\nConnection: close").keep_alive
+    assert not one(b"GET / HTTP/1.0").keep_alive
+    assert one(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").keep_alive
+    assert one(b"GET / HTTP/1.1\r\nContent-Length: 0").path == "/"
+    assert one(b"HEAD /x HTTP/1.1").method == "HEAD"
+
+
+def test_a_partial_head_is_in_head() -> None:
+    heads, parser = parse(b"GET /healthz HTTP/1.1\r\nHo")
+    assert not heads and parser.in_head
+
+
+def test_nothing_after_a_request_that_closes_is_read() -> None:
+    heads, parser = parse(
+        b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.1\r\n\r\n"
+        b"GET /c HTTP/1.1\r\nConnection: close\r\n\r\nGET /d HTTP/1.1\r\n\r\n"
+    )
+    assert [head.path for head in heads] == ["/a"] and parser.stopped
+
+
+def test_pipelining_stops_at_the_limit() -> None:
+    heads, parser = parse(b"GET /x HTTP/1.1\r\n\r\n" * (MAX_PIPELINED + 5))
+    assert len(heads) == MAX_PIPELINED and parser.stopped
 
 
 @pytest.mark.parametrize(
-    ("raw", "message"),
+    ("raw", "status", "message"),
     [
-        (b"GET /", "bad request line"),
-        (b"GET / HTTP/2.0", "bad request line"),
-        (b"G3T / HTTP/1.1", "bad request line"),
-        (b"GET metrics HTTP/1.1", "bad request target"),
-        (b"GET / HTTP/1.1\r\nNo colon here", "bad header line"),
-        (b"GET / HTTP/1.1\r\nA: 1\r\n folded", "bad header line"),
-        (b"GET / HTTP/1.1\r\nName : v", "bad header line"),
-        (b"POST / HTTP/1.1\r\nContent-Length: 3", "request bodies"),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked", "request bodies"),
+        (b"GET /", 400, "unsupported HTTP version"),
+        (b"GET / HTTP/2.0", 400, "unsupported HTTP version"),
+        (b"G3T / HTTP/1.1", 400, "bad request"),
+        (b"GET metrics HTTP/1.1", 400, "bad request"),
+        (b"GET / HTTP/1.1\r\nNo colon here", 400, "bad request"),
+        (b"GET / HTTP/1.1\r\nA: 1\r\n folded", 400, "bad request"),
+        (b"GET / HTTP/1.1\r\nName : v", 400, "bad request"),
+        (b"GET / HTTP/1.1\nHost: x\n", 400, "bad request"),
+        (b"GET / HTTP/1.1\r\nX: a\x00b", 400, "bad request"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3", 400, "request bodies"),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked", 400, "request bodies"),
+        (b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1", 400, "bad request"),
+        (b"CONNECT h:1 HTTP/1.1", 400, "bad request"),
+        (b"GET / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: upgrade", 400, "upgrades"),
+        (b"GET /" + b"a" * 17000 + b" HTTP/1.1", 431, "head over 16 KiB"),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 17000, 431, "head over 16 KiB"),
+        (b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 101, 431, "more than 100 header lines"),
     ],
 )
-def test_parse_head_refuses(raw: bytes, message: str) -> None:
-    with pytest.raises(BadRequest, match=message):
-        parse_head(raw)
+def test_parse_head_refuses(raw: bytes, status: int, message: str) -> None:
+    for step in (None, 1000):
+        with pytest.raises(BadRequest, match=message) as caught:
+            parse(b"GET /ok HTTP/1.1\r\n\r\n" + raw + b"\r\n\r\n", step=step)
+        assert caught.value.status == status
+
+
+def test_an_unfinished_head_past_the_cap_is_refused() -> None:
+    heads: deque[Head] = deque()
+    parser = RequestParser(heads)
+    parser.feed(b"GET / HTTP/1.1\r\nX: ")
+    with pytest.raises(BadRequest, match="head over 16 KiB") as caught:
+        for _ in range(20):
+            parser.feed(b"a" * 1024)
+    assert caught.value.status == 431 and parser.stopped
 
 
 def test_render() -> None:
@@ -209,3 +275,120 @@ async def test_tls(tmp_path) -> None:
     finally:
         client.close()
         await server.close()
+
+
+# --- the connection protocol over a scripted transport (flow control, caps) ------------------
+
+
+class FakeTransport(asyncio.Transport):
+    """Records what the protocol does; ``buffered`` stands for the write buffer's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+        self.aborted = False
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def scripted(server: Server) -> tuple[_Connection, FakeTransport]:
+    connection = _Connection(server)
+    transport = FakeTransport()
+    connection.connection_made(transport)
+    return connection, transport
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_stalled_writer_answers_nothing_more_until_resumed() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()))
+    connection, transport = scripted(server)
+    connection.data_received(b"GET /healthz HTTP/1.1\r\n\r\n" * 3)
+    assert not transport.reading  # a pipelining client is not read until all are answered
+    connection.pause_writing()  # the peer does not read: the buffer is over its mark
+    await settle()
+    assert transport.written == b"" and not transport.reading
+    assert connection in server.stalled and connection in server.evictable
+    connection.resume_writing()
+    await settle()
+    assert transport.written.count(b"HTTP/1.1 200 OK") == 3
+    assert transport.reading and connection not in server.stalled
+
+
+async def test_connection_lost_releases_a_waiting_writer() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()))
+    connection, transport = scripted(server)
+    connection.pause_writing()
+    connection.data_received(b"GET /healthz HTTP/1.1\r\n\r\n")
+    await settle()
+    worker = connection.worker
+    assert worker is not None and not worker.done()
+    connection.connection_lost(None)
+    await settle()
+    assert worker.done() and transport.written == b""
+    assert not server.connections and not server.stalled
+
+
+async def test_past_the_cap_the_oldest_idle_connection_makes_room() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()), max_connections=2)
+    first, first_transport = scripted(server)
+    second, _ = scripted(server)
+    second.data_received(b"GET /healthz HTTP/1.1\r\nHost: x")  # a head begun: still idle
+    third, third_transport = scripted(server)
+    assert first_transport.aborted and not third_transport.is_closing()
+    first.connection_lost(None)
+    assert server.connections == {second, third}
+
+
+async def test_past_the_cap_with_every_connection_busy_the_new_one_is_refused() -> None:
+    release = asyncio.Event()
+
+    async def slow(_: Request) -> Response:
+        await release.wait()
+        return Response(200, b"ok")
+
+    server = Server({"/slow": slow}, max_connections=1)
+    busy, _ = scripted(server)
+    busy.data_received(b"GET /slow HTTP/1.1\r\n\r\n")
+    await settle()
+    _, refused = scripted(server)
+    assert refused.written.startswith(b"HTTP/1.1 503 ") and refused.closed
+    release.set()
+    await settle()
+
+
+async def test_more_stalled_connections_than_the_cap_drop_the_oldest() -> None:
+    server = Server(routes(Health(stale_after=None), CollectorRegistry()))
+    made = [scripted(server) for _ in range(MAX_STALLED + 1)]
+    for connection, _ in made:
+        connection.pause_writing()
+    assert made[0][1].aborted and not made[1][1].aborted
+    assert len(server.stalled) == MAX_STALLED
