@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The sidecars demo: the Pod of k8s/pod.yaml on podman, fetching its site from the demo origin.
+# The sidecars demo: `sidecars inject` of k8s/workloads/nginx-deployment.yaml (k8s/deployment.yaml)
+# on podman, fetching its site from the demo origin.
 #
-#   bash k8s/demo/run.sh [--port 8080]   install what is missing (as root), build the images from
-#                                        the Dockerfile, play origin + Pod, print the page
+#   bash k8s/demo/run.sh [--port 8080] [--metrics-port 9113]
+#                                        install what is missing (as root), build the images from
+#                                        the Dockerfile, play origin + the injected Deployment,
+#                                        print the page, the metrics' per-status counts of a few
+#                                        requests and their shipped log lines
 #   bash k8s/demo/run.sh podman ARGS...  podman on the demo's own engine (ps, logs, exec...)
 #   bash k8s/demo/run.sh --down          remove everything the demo made
 #

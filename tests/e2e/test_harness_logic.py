@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from k8s import variants
-from tests.e2e import images
+from tests.e2e import images, injected
 from tests.e2e.engine import (
     NETWORK_CHAIN,
     containers_conf,
@@ -214,3 +214,24 @@ def test_base_cache_name_changes_with_its_inputs_and_the_day():
         images.base_cache_name("bookworm", "Types: deb", ["python3"], "2026-11-25"),
     }
     assert name not in others and len(others) == 4
+
+
+def test_injected_pod_is_what_podman_4_3_plays_on_the_ports_asked(tmp_path: Path) -> None:
+    """The demo's and test_inject_pod's Pod: one replica of the injected Deployment, nginx on
+    the official-layout image, the ConfigMap as a hostPath file, the fixed host ports given."""
+    docs = injected.inject()
+    ports = {p: 20000 + i for i, p in enumerate(injected.container_ports(docs))}
+    (pod,) = injected.podman_pod(docs, tmp_path / "conf", "localhost/x:1", "web", ports)
+    spec = pod["spec"]
+    assert pod["kind"] == "Pod" and pod["metadata"]["name"] == "web"
+    assert all(len(str(v)) <= 63 for v in pod["metadata"]["annotations"].values())
+    assert not any("configMap" in v or "secret" in v for v in spec["volumes"])
+    (conf,) = [v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v]
+    assert "stub_status" in Path(conf).read_text()
+    containers = {c["name"]: c for c in spec["containers"]}
+    assert containers["nginx"]["image"] == "localhost/x:1"
+    assert not any("subPath" in m for m in containers["nginx"]["volumeMounts"])
+    published = {
+        p["containerPort"]: p["hostPort"] for c in spec["containers"] for p in c.get("ports", [])
+    }
+    assert published == ports and {8080, 9113} <= set(published)
