@@ -21,12 +21,10 @@ counts; lines it had already read are still delivered.
 from __future__ import annotations
 
 import asyncio
-import glob
 import logging
 import os
 import re
 import signal
-import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +34,7 @@ from sidecars.log_shipper.metrics import ShipperMetrics
 from sidecars.log_shipper.retention import RotatedFile, held_bytes, over_cap, unacked
 from sidecars.log_shipper.state import Checkpointer
 from sidecars.runtime.logs import kv
+from sidecars.runtime.nginx_exit import regular_files
 from sidecars.runtime.nginx_proc import NginxNotFound, find_master, signal_master
 from sidecars.runtime.tail.identity import read_fingerprint
 
@@ -66,19 +65,6 @@ def rotation_of(path: str) -> tuple[str, str] | None:
 def rotated_patterns(patterns: Sequence[str]) -> list[str]:
     """Globs of the rotated files of ``patterns``' files, for the tailers to follow them."""
     return [f"{pattern}.[0-9]*Z" for pattern in patterns]
-
-
-def _regular_files(patterns: Sequence[str]) -> dict[str, os.stat_result]:
-    found: dict[str, os.stat_result] = {}
-    for pattern in patterns:
-        for path in glob.glob(pattern):
-            try:
-                info = os.stat(path)
-            except OSError:
-                continue
-            if stat.S_ISREG(info.st_mode):
-                found[path] = info
-    return found
 
 
 def _fingerprint(path: str) -> str | None:
@@ -176,12 +162,12 @@ class Rotator:
         self.metrics.held_bytes.set(held_bytes(kept, live_unacked))
 
     def _live(self) -> dict[str, os.stat_result]:
-        files = _regular_files(self.patterns)
+        files = regular_files(self.patterns)
         return {path: info for path, info in files.items() if rotation_of(path) is None}
 
     def _rotated(self) -> list[RotatedFile]:
         found = []
-        for path, info in _regular_files(self.rotated_globs).items():
+        for path, info in regular_files(self.rotated_globs).items():
             parsed = rotation_of(path)
             if parsed is None:
                 continue

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from operator import itemgetter
 
-from sidecars.metrics_proxy.access_log import NEEDED, AccessLogMetrics
+from sidecars.metrics_proxy.access_log import COUNT_ORDER, NEEDED, AccessLogMetrics
 from sidecars.runtime import nginx_log
 from sidecars.runtime.log_format_detect import AUTO, Detection, sample
 from sidecars.runtime.logs import kv
@@ -93,14 +93,7 @@ class AccessLogParsing:
 
 
 # count()'s arguments, with the two the method comes from in its place.
-_ORDER = (
-    "status",
-    "request_method",
-    "request",
-    "body_bytes_sent",
-    "request_time",
-    "upstream_response_time",
-)
+_ORDER = COUNT_ORDER
 
 
 class Scan:

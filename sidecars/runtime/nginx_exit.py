@@ -26,6 +26,7 @@ import argparse
 import glob
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -36,16 +37,22 @@ from sidecars.runtime.nginx_proc import PROC, is_master, masters, open_files
 
 log = logging.getLogger("sidecars.nginx_exit")
 
-def matching_files(patterns: Sequence[str]) -> set[tuple[int, int]]:
-    found = set()
+def regular_files(patterns: Sequence[str]) -> dict[str, os.stat_result]:
+    """The regular files matching ``patterns``, with their stat (also the rotation's view)."""
+    found: dict[str, os.stat_result] = {}
     for pattern in patterns:
         for path in glob.glob(pattern):
             try:
                 info = os.stat(path)
             except OSError:
                 continue
-            found.add((info.st_dev, info.st_ino))
+            if stat.S_ISREG(info.st_mode):
+                found[path] = info
     return found
+
+
+def matching_files(patterns: Sequence[str]) -> set[tuple[int, int]]:
+    return {(info.st_dev, info.st_ino) for info in regular_files(patterns).values()}
 
 
 def writers(patterns: Sequence[str] | None, proc: Path = PROC) -> list[int]:
