@@ -146,10 +146,11 @@ def _profile(result: dict) -> list[str]:
     out = [
         f"## Profile: {prof['container']}, the sidecar that costs the most",
         "",
-        f"`py-spy record --nonblocking -r 100 -d {prof['seconds']:.0f} -f raw` against the "
-        f"container's process from the host, under another window at {prof['rate']:,.0f} req/s; "
-        f"{prof['samples']:,} samples (idle ones included: py-spy counts the event loop's wait "
-        "too).",
+        f"`py-spy record --nonblocking --gil -r 100 -d {prof['seconds']:.0f} -f raw` against "
+        f"the container's process from the host, under another window at {prof['rate']:,.0f} "
+        f"req/s: {prof['samples']:,} samples holding the GIL (Python running; waits in C, the "
+        "event loop's epoll and idle worker threads, are left out), shares of those samples. "
+        "Total time lists the project's own functions only.",
         "",
         "| own time (the frame on top) | share |  | total time (on the stack) | share |",
         "|---|---|---|---|---|",
@@ -202,14 +203,16 @@ def draw(data: dict) -> list[Path]:
         )
         cpu_ax.bar_label(bars, fmt="%.2f", fontsize=6)
     cpu_ax.axhline(0.25, color="#c44e52", linestyle="--", linewidth=1, label="target 0.25x")
-    cpu_ax.set_xticks(range(len(SIDECARS) + 1), [*SIDECARS, "together"])
+    cpu_ax.set_xticks(
+        range(len(SIDECARS) + 1), [name.replace("-", "-\n") for name in SIDECARS] + ["together"]
+    )
     cpu_ax.set_ylabel("CPU s / nginx's CPU s (window + drain)")
     cpu_ax.set_title("CPU beside nginx's, from the cgroups")
     cpu_ax.legend(fontsize=6)
     last = windows[-1]["peak"]
-    names = [*CONTAINERS, "sidecars"]
+    names = [name.replace("-", "-\n") for name in CONTAINERS] + ["sidecars\ntogether"]
     values = [last[n] for n in CONTAINERS] + [sum(last[n] for n in SIDECARS)]
-    bars = mem_ax.bar(names, values, color=["#8c8c8c", *colors, "#937860"])
+    bars = mem_ax.bar(names, values, color=["#8c8c8c", *["#64b5cd"] * len(SIDECARS), "#937860"])
     mem_ax.bar_label(bars, fmt="%.0f", fontsize=6)
     mem_ax.axhline(75, color="#c44e52", linestyle="--", linewidth=1, label="target 75 MiB")
     mem_ax.set_ylabel("MiB")

@@ -152,7 +152,9 @@ Ranked = list[tuple[str, int]]
 
 
 def top_frames(raw: str, count: int = 12) -> tuple[int, Ranked, Ranked]:
-    """py-spy's raw (collapsed) stacks -> samples, the top functions by own and by total time."""
+    """py-spy's raw (collapsed) stacks -> samples, the top functions by own time, and the
+    project's own functions (sidecars/) by total time (the stdlib's scaffolding, the event loop
+    and the thread bootstraps, is on every stack and says nothing)."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
@@ -166,21 +168,25 @@ def top_frames(raw: str, count: int = 12) -> tuple[int, Ranked, Ranked]:
             name = frame
             if match:
                 file = match["file"]
-                short = file.rsplit("site-packages/", 1)[-1].rsplit("/lib/python", 1)[-1]
+                short = re.sub(r".*/(site-packages|lib/python3\.\d+)/", "", file)
                 name = f"{match['func']} ({short})"
             frames.append(name)
         samples += int(n)
         own[frames[-1]] += int(n)
         for name in set(frames):
-            total[name] += int(n)
+            if "(sidecars/" in name and not name.startswith(("<module>", "main ")):
+                total[name] += int(n)
     return samples, own.most_common(count), total.most_common(count)
 
 
 def profile(
     engine: Podman, pod: pods.PlayedPod, container: str, rate: int, seconds: float, script: Path
 ) -> dict:
+    """py-spy on the container's process from the host: only samples holding the GIL (--gil),
+    i.e. Python running; waits in C (the event loop's epoll, idle worker threads) are left out.
+    --nonblocking: the process is never paused (no added latency under the load)."""
     pid = engine.inspect(f"{pod.name}-{container}")["State"]["Pid"]
-    out = HERE / ".profile.txt"
+    out = script.parent / "profile.txt"
     url = pod.url(8080)
     connections = calibrate(url, rate, script)
     spy = subprocess.Popen(
@@ -188,6 +194,7 @@ def profile(
             str(PYSPY),
             "record",
             "--nonblocking",
+            "--gil",
             "-r",
             "100",
             "-d",
