@@ -1,4 +1,4 @@
-"""RESULTS.md and the chart of bench/pod_tax/run.py: the tax per container, at each rate."""
+"""RESULTS.md of bench/pod_tax/run.py: the tax per container, at each rate."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from bench import charts as chart_lib
 
 HERE = Path(__file__).resolve().parent
 SIDECARS = ("log-shipper", "metrics-proxy", "config-fetcher")
@@ -161,72 +159,3 @@ def _profile(result: dict) -> list[str]:
             f"{100 * n_tot / samples:.1f} % |"
         )
     return [*out, ""]
-
-
-def charts(result: dict, started: datetime, command: str) -> list[Path]:
-    windows = result["windows"]
-    data = {
-        "windows": [
-            {
-                "rate": w.rate,
-                "cpu": w.cpu_drain,
-                "peak": {n: w.peak[n] or w.hwm[n] for n in CONTAINERS},
-            }
-            for w in windows
-        ],
-        "caption": [
-            f"{started:%Y-%m-%d %H:%M} UTC, .venv/bin/{command}",
-            *machine(),
-            f"load average before {load(result['load_before'])}, after "
-            f"{load(result['load_after'])}",
-        ],
-    }
-    chart_lib.dump(HERE / "charts" / "data.json", data)
-    return draw(data)
-
-
-def draw(data: dict) -> list[Path]:
-    plt = chart_lib.pyplot()
-    if plt is None:
-        print("charts skipped: matplotlib is not installed (pip install -e '.[bench]')")
-        return []
-    windows = data["windows"]
-    fig, (cpu_ax, mem_ax) = plt.subplots(1, 2, figsize=(8, 3.6))
-    width = 0.8 / len(windows)
-    colors = ("#4c72b0", "#dd8452", "#55a868")
-    for index, w in enumerate(windows):
-        xs = [i + (index - (len(windows) - 1) / 2) * width for i in range(len(SIDECARS) + 1)]
-        values = [w["cpu"][n] / w["cpu"]["nginx"] for n in SIDECARS]
-        values.append(sum(values))
-        bars = cpu_ax.bar(
-            xs, values, width, label=f"{w['rate']:,.0f} req/s", color=colors[index % 3]
-        )
-        cpu_ax.bar_label(bars, fmt="%.2f", fontsize=6)
-    cpu_ax.axhline(0.25, color="#c44e52", linestyle="--", linewidth=1, label="target 0.25x")
-    cpu_ax.set_xticks(
-        range(len(SIDECARS) + 1), [name.replace("-", "-\n") for name in SIDECARS] + ["together"]
-    )
-    cpu_ax.set_ylabel("CPU s / nginx's CPU s (window + drain)")
-    cpu_ax.set_title("CPU beside nginx's, from the cgroups")
-    cpu_ax.legend(fontsize=6)
-    last = windows[-1]["peak"]
-    names = [name.replace("-", "-\n") for name in CONTAINERS] + ["sidecars\ntogether"]
-    values = [last[n] for n in CONTAINERS] + [sum(last[n] for n in SIDECARS)]
-    bars = mem_ax.bar(names, values, color=["#8c8c8c", *["#64b5cd"] * len(SIDECARS), "#937860"])
-    mem_ax.bar_label(bars, fmt="%.0f", fontsize=6)
-    mem_ax.axhline(75, color="#c44e52", linestyle="--", linewidth=1, label="target 75 MiB")
-    mem_ax.set_ylabel("MiB")
-    mem_ax.set_title("peak memory (cgroup) after the last window")
-    mem_ax.legend(fontsize=6)
-    mem_ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
-    chart_lib.caption(fig, data["caption"])
-    path = chart_lib.save(fig, HERE / "charts" / "tax.png")
-    plt.close(fig)
-    return [path]
-
-
-if __name__ == "__main__":
-    import json
-
-    draw(json.loads((HERE / "charts" / "data.json").read_text()))

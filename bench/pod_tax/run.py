@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.metrics_proxy.measure import WrkReport, parse_wrk
-from bench.pod_tax import cgroups, report
+from bench.pod_tax import cgroups, charts, report
 from k8s import variants
 from tests.e2e import images as images_mod
 from tests.e2e import pods
@@ -313,7 +313,7 @@ def main() -> int:
     print(text)
     if not args.no_write:
         (HERE / "RESULTS.md").write_text(text)
-        report.charts(result, started, command.strip())
+        charts.render(result, started, command.strip())
     return 0
 
 
