@@ -144,10 +144,11 @@ def _profile(result: dict) -> list[str]:
     out = [
         f"## Profile: {prof['container']}, the sidecar that costs the most",
         "",
-        f"`py-spy record --nonblocking --gil -r 100 -d {prof['seconds']:.0f} -f raw` against "
-        f"the container's process from the host, under another window at {prof['rate']:,.0f} "
-        f"req/s: {prof['samples']:,} samples holding the GIL (Python running; waits in C, the "
-        "event loop's epoll and idle worker threads, are left out), shares of those samples. "
+        f"`py-spy record --nonblocking --gil -r {prof['sample_rate']} -d {prof['seconds']:.0f} "
+        "-f raw` against the container's process from the host, under another window at "
+        f"{prof['rate']:,.0f} req/s: {prof['samples']:,} samples holding the GIL (Python "
+        "running; waits in C, the event loop's epoll and idle worker threads, are left out), "
+        "shares of those samples. "
         "Total time lists the project's own functions only.",
         "",
         "| own time (the frame on top) | share |  | total time (on the stack) | share |",

@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 SIDECARS = ("log-shipper", "metrics-proxy", "config-fetcher")
 CONTAINERS = ("nginx", *SIDECARS)
 DELAY_MS = 10
+PROFILE_RATE = 250  # samples/s: the shipper holds the GIL ~10 % of the time, so ~25/s land
 PACE = (
     "-- Paces each connection: one request, then DELAY ms of quiet.\n"
     "function delay()\n  return {delay}\nend\n"
@@ -196,7 +197,7 @@ def profile(
             "--nonblocking",
             "--gil",
             "-r",
-            "100",
+            str(PROFILE_RATE),
             "-d",
             f"{int(seconds)}",
             "-p",
@@ -225,6 +226,7 @@ def profile(
         "container": container,
         "rate": load.requests / load.seconds,
         "seconds": seconds,
+        "sample_rate": PROFILE_RATE,
         "samples": samples,
         "own": own,
         "total": total,
@@ -292,7 +294,7 @@ def main() -> int:
     parser.add_argument("--rates", default="5000,10000", help="paced req/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=25, help="load window per rate")
     parser.add_argument("--drain-timeout", type=float, default=120, help="wait for the shipper")
-    parser.add_argument("--profile-seconds", type=float, default=15, help="py-spy; 0: skip")
+    parser.add_argument("--profile-seconds", type=float, default=30, help="py-spy; 0: skip")
     parser.add_argument("--wait", type=float, default=1800, help="for other podman runs to end")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
