@@ -57,6 +57,16 @@ def down() -> int:
     return 0
 
 
+def following(page_url: str, metrics_url: str) -> bool:
+    """Whether the metrics-proxy counts the page's requests yet. Sidecars that run as regular
+    containers (podman, classic) start in no order, and the metrics-proxy reads an existing access
+    log from its end (--access-log-start end): requests nginx answered before it opened the log
+    are not counted. So a request, then a look at the count, until it moves."""
+    http_get(page_url, timeout=5)
+    status, body, _ = http_get(metrics_url, timeout=5)
+    return status == 200 and responses(samples(body), "200") >= 1
+
+
 def demo_traffic(url: str) -> list[str]:
     """A few requests the demo can point at afterwards: the page (200) and missing pages (404)."""
     paths = ["/"] * PAGE_REQUESTS + [f"{MISSING}-{n}" for n in range(MISSING_REQUESTS)]
@@ -122,6 +132,12 @@ def up(port: int, metrics_port: int) -> int:
     page_url, metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
     body = pods.wait_http_ok(page_url + "/", what="nginx in the demo Pod").decode()
     say(f"\n$ curl {page_url}/\n{body}")
+    wait_until(
+        lambda: following(page_url + "/", metrics_url),
+        timeout=60,
+        interval=0.5,
+        what="the metrics-proxy following the access log",
+    )
     paths = demo_traffic(page_url)
     say(f"demo: requested {', '.join(paths)}")
     series = wait_until(

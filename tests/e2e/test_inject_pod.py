@@ -18,6 +18,7 @@ from k8s import variants
 from tests.e2e import images as images_mod
 from tests.e2e import injected as injected_mod
 from tests.e2e import pods
+from tests.e2e.demo import following
 from tests.e2e.engine import Podman
 from tests.e2e.test_metrics_proxy_pod import responses, samples
 from tests.e2e.test_pod import site_bundle
@@ -78,6 +79,12 @@ def test_injected_deployment_serves_ships_is_scraped_and_reloads(engine: Podman,
     except AssertionError as exc:  # why nginx does not listen is in its own log
         raise AssertionError(f"{exc}\nnginx: {engine.logs(f'{app.name}-nginx')}") from None
     assert b"Hello from the sidecars demo" in page
+    wait_until(
+        lambda: following(app.url(8080, "/"), app.url(9113, "/metrics")),
+        timeout=60,
+        interval=0.5,
+        what="the metrics-proxy following the access log",
+    )
     for _ in range(3):
         status, _, _ = http_get(app.url(8080, f"/missing-{MARK}"), timeout=5)
         assert status == 404
