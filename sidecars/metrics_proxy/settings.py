@@ -108,9 +108,19 @@ def parse_status_label(raw: str) -> str:
 
 def parse_start_at(raw: str) -> str:
     value = raw.strip().lower()
-    if value not in ("end", "beginning"):
-        raise ValueError("expected 'end' or 'beginning'")
+    if value not in ("auto", "end", "beginning"):
+        raise ValueError("expected 'auto', 'end' or 'beginning'")
     return value
+
+
+def parse_state_file(raw: str) -> Path | None:
+    value = raw.strip()
+    if not value:
+        return None
+    path = Path(value)
+    if not path.parent.is_dir():
+        raise ValueError(f"{path.parent} is not a directory (mount a volume there)")
+    return path
 
 
 def parse_prefix(raw: str) -> str:
@@ -191,9 +201,17 @@ class MetricsProxySettings(CommonSettings):
         metavar="FORMAT",
     )
     access_log_start: str = setting(
-        "end",
-        help="where to start reading an existing access log: end or beginning",
+        "auto",
+        help="where to start reading an access log found at start that --state-file does not "
+        "know: beginning, end, or auto (beginning with --state-file, else end)",
         parse=parse_start_at,
+    )
+    state_file: Path | None = setting(
+        None,
+        help="file keeping how far each access log was counted, so a restart neither counts "
+        "lines again nor misses those written meanwhile; written atomically about every second",
+        parse=parse_state_file,
+        metavar="PATH",
     )
     status_label: str = setting(
         "code",
