@@ -95,6 +95,11 @@ class MetricsProxy:
     def build(self, ctx: lifecycle.Context) -> Handler:
         settings: MetricsProxySettings = ctx.settings
         const_labels = expanded_const_labels(settings, self.environ)
+        if settings.state_file is not None and not settings.state_file.parent.is_dir():
+            raise SettingsError(  # checked here, not when parsed: inject parses without volumes
+                f"--state-file (METRICS_PROXY_STATE_FILE): {settings.state_file.parent} is not "
+                "a directory (mount a volume there)"
+            )
         telemetry = Telemetry()
         if settings.access_log is not None:
             self.access = AccessLogMetrics(
@@ -149,9 +154,12 @@ class MetricsProxy:
         positions = Positions(settings.state_file) if settings.state_file else None
         try:
             if settings.access_log is not None:
+                known = positions.load() if positions else None
+                if positions is not None:
+                    positions.write(dict(known or {}))  # fails now, not later (logged)
                 tailer = Tailer(
                     [str(settings.access_log)],
-                    positions=positions.load() if positions else None,
+                    positions=known,
                     start_at=start_at(  # type: ignore[arg-type]
                         settings.access_log_start, settings.state_file
                     ),

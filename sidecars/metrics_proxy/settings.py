@@ -115,12 +115,7 @@ def parse_start_at(raw: str) -> str:
 
 def parse_state_file(raw: str) -> Path | None:
     value = raw.strip()
-    if not value:
-        return None
-    path = Path(value)
-    if not path.parent.is_dir():
-        raise ValueError(f"{path.parent} is not a directory (mount a volume there)")
-    return path
+    return Path(value) if value else None
 
 
 def parse_prefix(raw: str) -> str:
