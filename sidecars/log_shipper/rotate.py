@@ -16,15 +16,25 @@ of its content), nginx has reopened the live name and the file has been quiet fo
 deleted even so: each sink's reader lets go of them first, and what it had not read yet is
 counted in ``log_shipper_dropped_bytes_total{reason="retention"}`` and logged with the byte
 counts; lines it had already read are still delivered.
+
+One rotating shipper per logs directory: a second would delete rotated files once *its* sinks
+have them, before the first one's have. The rotating shipper holds an ``flock`` on
+``LOCK_NAME`` in each directory it rotates in, for as long as it runs (the kernel releases it
+when the process ends, SIGKILL included, so there is no stale lock to clean up); a second one
+finds it held and stops at start naming the holder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import logging
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +47,7 @@ from sidecars.runtime.logs import kv
 from sidecars.runtime.nginx_exit import regular_files
 from sidecars.runtime.nginx_proc import NginxNotFound, find_master, signal_master
 from sidecars.runtime.tail.identity import read_fingerprint
+from sidecars.runtime.tail.tailer import watch_roots
 
 log = logging.getLogger("sidecars.log_shipper.rotate")
 
@@ -65,6 +76,65 @@ def rotation_of(path: str) -> tuple[str, str] | None:
 def rotated_patterns(patterns: Sequence[str]) -> list[str]:
     """Globs of the rotated files of ``patterns``' files, for the tailers to follow them."""
     return [f"{pattern}.[0-9]*Z" for pattern in patterns]
+
+
+LOCK_NAME = ".log-shipper-rotation.lock"  # a dot file: no log glob (``*.log``) matches it
+
+
+class RotationLocked(Exception):
+    """Another process rotates the logs of a directory this shipper would rotate in."""
+
+
+class RotationLock:
+    """The ``flock``s that make this shipper the only one rotating in its log directories."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+
+    @classmethod
+    def take(cls, patterns: Sequence[str]) -> RotationLock:
+        fds: list[int] = []
+        try:
+            for directory in sorted(watch_roots(patterns)[0]):
+                fds.append(_lock(os.path.join(directory, LOCK_NAME)))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return cls(fds)
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def _lock(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise RotationLocked(
+            f"--rotate-bytes: cannot create the rotation lock {path}: {exc.strerror} (the "
+            "log-shipper needs the logs volume mounted read-write to rotate)"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise RotationLocked(f"--rotate-bytes: cannot lock {path}: {exc.strerror}") from None
+        raise RotationLocked(
+            f"--rotate-bytes: another log-shipper already rotates the logs in "
+            f"{os.path.dirname(path)} ({holder}, holding {path}); one rotating shipper per logs "
+            "volume: give this one --rotate-bytes 0, or its sinks to the other one (--sink "
+            "takes several)"
+        ) from None
+    # Who holds it, for the message above (the lock is the flock, not this content).
+    with contextlib.suppress(OSError):  # a full volume: the lock holds all the same
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    return fd
 
 
 def _fingerprint(path: str) -> str | None:

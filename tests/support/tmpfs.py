@@ -1,0 +1,55 @@
+"""A small tmpfs for tests of full or read-only volumes (root only: ``mount`` needs it)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def can_mount() -> bool:
+    return os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """``path`` (created) as a tmpfs of ``size`` (e.g. ``64k``), unmounted afterwards."""
+    if not can_mount():
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def remount(path: Path, option: str) -> None:
+    """``ro`` or ``rw``; ``size=...`` to grow or shrink it."""
+    subprocess.run(["mount", "-o", f"remount,{option}", str(path)], check=True)
+
+
+def fill(path: Path) -> Path:
+    """Take every free byte of the file system under ``path`` (a file named ``filler``)."""
+    filler = path / "filler"
+    with open(filler, "ab") as out:
+        block = b"\0" * 4096
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(block)
+                out.flush()
+        with contextlib.suppress(OSError):  # the last partial block
+            while True:
+                out.write(b"\0")
+                out.flush()
+    return filler
