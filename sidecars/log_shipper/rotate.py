@@ -137,6 +137,14 @@ def _lock(path: str) -> int:
     return fd
 
 
+def _rename_problem(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the logs volume is full: a new directory entry needs space"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the log-shipper needs the logs volume mounted read-write"
+    return exc.strerror or "unknown error"
+
+
 def _fingerprint(path: str) -> str | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -188,13 +196,21 @@ class Rotator:
         for path in list(self._renamed):
             if path in live:
                 del self._renamed[path]  # nginx reopened it
+                self._warned.discard(f"reopen:{path}")
             elif now - self._renamed[path] > _REOPEN_WARN_AFTER:
                 self._warn_once(
                     f"reopen:{path}",
-                    "nginx did not reopen its log after USR1; it keeps writing to the rotated "
-                    "file, which is kept until it is",
+                    "nginx did not reopen its log after USR1 (a full or read-only logs volume? "
+                    "see nginx's error output); it keeps writing to the rotated file, which is "
+                    f"kept; asked again every {_REOPEN_WARN_AFTER:g}s",
                     path=path,
                 )
+                # Reopening is idempotent, and nginx does not retry a reopen that failed: ask
+                # again, so the live name comes back once the cause is gone.
+                newest = max(regular_files([f"{path}.[0-9]*Z"]), default=None)
+                if newest is not None and rotation_of(newest) is not None:
+                    self._signal_again(path, newest)
+                self._renamed[path] = now
         rotated_now = False
         for path, info in live.items():
             due = now - self._rotated_at.get(path, -_MIN_INTERVAL) >= _MIN_INTERVAL
@@ -212,7 +228,7 @@ class Rotator:
         for item in rotated:
             base = rotation_of(item.path)[0]  # type: ignore[index]
             if base not in live and base not in self._renamed:
-                self._signal_again(base, item)  # renamed, but the USR1 was lost (a crash)
+                self._signal_again(base, item.path)  # renamed, but the USR1 was lost (a crash)
             reopened = base in live and base not in self._renamed
             if reopened and item.acknowledged and self._quiet(item):
                 self._delete(item)
@@ -291,12 +307,13 @@ class Rotator:
             rotations.labels("error").inc()
             self._warn_once(
                 f"rename:{path}",
-                "cannot rotate: renaming the log failed (the log-shipper needs the logs volume "
-                "mounted read-write)",
+                f"cannot rotate: renaming the log failed ({_rename_problem(exc)}); retried, "
+                "nothing is lost meanwhile (the file grows on)",
                 path=path,
                 error=str(exc),
             )
             return False
+        self._warned.discard(f"rename:{path}")  # a later failure is logged again
         try:
             signal_master(pid, signal.SIGUSR1, self.proc)
         except (OSError, NginxNotFound) as exc:
@@ -322,11 +339,12 @@ class Rotator:
         self._wake()
         return True
 
-    def _signal_again(self, base: str, item: RotatedFile) -> None:
+    def _signal_again(self, base: str, rotated: str) -> None:
         """A rotated file whose live name never came back: the shipper stopped between the
-        rename and the signal. USR1 again (reopening is idempotent) so nginx moves on."""
+        rename and the signal, or nginx could not reopen. USR1 again (reopening is idempotent)
+        so nginx moves on."""
         try:
-            info = os.stat(item.path)
+            info = os.stat(rotated)
             pid = find_master(
                 pidfile=self.pidfile, holding=(info.st_dev, info.st_ino), proc=self.proc
             )
@@ -336,7 +354,7 @@ class Rotator:
                 f"again:{base}",
                 "a rotated log's live name is missing and nginx could not be told to reopen it",
                 path=base,
-                rotated=item.path,
+                rotated=rotated,
                 error=str(exc),
             )
             return

@@ -40,16 +40,15 @@ def remount(path: Path, option: str) -> None:
 
 
 def fill(path: Path) -> Path:
-    """Take every free byte of the file system under ``path`` (a file named ``filler``)."""
+    """Take every free byte of the file system under ``path`` (appended to a file named
+    ``filler``: called again, it takes what was freed meanwhile)."""
     filler = path / "filler"
-    with open(filler, "ab") as out:
-        block = b"\0" * 4096
-        with contextlib.suppress(OSError):
-            while True:
-                out.write(block)
-                out.flush()
-        with contextlib.suppress(OSError):  # the last partial block
-            while True:
-                out.write(b"\0")
-                out.flush()
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for block in (b"\0" * 65536, b"\0" * 4096, b"\0"):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, block)
+    finally:
+        os.close(fd)
     return filler
