@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 
 from sidecars.metrics_proxy.access_log import AccessLogMetrics
-from sidecars.metrics_proxy.auth import Guard, SecretFile
+from sidecars.metrics_proxy.auth import Guard, secret_file
 from sidecars.metrics_proxy.client import Fetcher
 from sidecars.metrics_proxy.endpoint import metrics_endpoint
 from sidecars.metrics_proxy.log_parsing import AccessLogParsing
@@ -67,15 +67,17 @@ def tls_context(settings: MetricsProxySettings) -> ssl.SSLContext | None:
 
 
 def guard_for(settings: MetricsProxySettings) -> Guard:
-    return Guard(
-        token_file=SecretFile(settings.bearer_token_file) if settings.bearer_token_file else None,
-        basic_user=settings.basic_auth_user,
-        basic_password_file=(
-            SecretFile(settings.basic_auth_password_file)
-            if settings.basic_auth_password_file
-            else None
-        ),
-    )
+    token, password = settings.bearer_token_file, settings.basic_auth_password_file
+    try:
+        return Guard(
+            token_file=secret_file("--bearer-token-file", token) if token else None,
+            basic_user=settings.basic_auth_user,
+            basic_password_file=(
+                secret_file("--basic-auth-password-file", password) if password else None
+            ),
+        )
+    except ValueError as exc:  # checked when parsed; gone since
+        raise SettingsError(str(exc)) from None
 
 
 def live_files(tailer: Tailer) -> Callable[[], list[str | None]]:
