@@ -16,13 +16,15 @@ def can_mount() -> bool:
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """``path`` (created) as a tmpfs of ``size`` (e.g. ``64k``), unmounted afterwards."""
+def tmpfs(path: Path, size: str, *options: str) -> Iterator[Path]:
+    """``path`` (created) as a tmpfs of ``size`` (e.g. ``64k``; ``options`` such as
+    ``nr_inodes=64``), unmounted afterwards."""
     if not can_mount():
         pytest.skip("mounting a tmpfs needs root")
     path.mkdir(parents=True, exist_ok=True)
+    mount_options = ",".join([f"size={size}", "mode=0755", *options])
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        ["mount", "-t", "tmpfs", "-o", mount_options, "tmpfs", str(path)],
         capture_output=True,
         text=True,
     )
