@@ -14,6 +14,7 @@ from tests.integration.metrics_proxy.conftest import Site
 from tests.integration.metrics_proxy.proxy import Proxy
 from tests.integration.metrics_proxy.test_access_log import send, start, wait_for
 from tests.support.procs import wait_until
+from tests.support.tmpfs import fill, tmpfs
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +89,36 @@ def test_a_state_file_in_a_missing_directory_is_a_settings_error(
     )
     assert proxy.proc.wait(timeout=15) == 2
     assert "--state-file" in proxy.proc.output()
+
+
+def test_a_full_state_volume_keeps_counting_and_the_last_file_whole(
+    nginx: Site, proxies: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """ENOSPC on the positions file: counting goes on (the metrics do not depend on it), the
+    previous file stays whole, no temp file is left, the error is logged once, and the
+    positions are saved again once there is room."""
+    with tmpfs(tmp_path / "state", "64k") as state_dir:
+        state = state_dir / "positions.json"
+        proxy = start(proxies, nginx, "--state-file", str(state))
+        send(nginx, "/", 3)
+        wait_for(proxy, {("200", "GET"): 3})
+        size = nginx.access_log.stat().st_size
+        wait_until(lambda: saved_offsets(state) == [size], what="the position saved")
+        filler = fill(state_dir)
+        before = state.read_bytes()
+        send(nginx, "/missing", 2)
+        wait_for(proxy, {("200", "GET"): 3, ("404", "GET"): 2})
+        wait_until(
+            lambda: "cannot write state file" in proxy.proc.output(), what="the failure logged"
+        )
+        fill(state_dir)  # what a failed write freed
+        send(nginx, "/missing", 1)
+        wait_for(proxy, {("200", "GET"): 3, ("404", "GET"): 3})
+        assert state.read_bytes() == before
+        assert sorted(p.name for p in state_dir.iterdir()) == ["filler", "positions.json"]
+        assert proxy.proc.output().count("cannot write state file") == 1
+        filler.unlink()
+        size = nginx.access_log.stat().st_size
+        wait_until(lambda: saved_offsets(state) == [size], what="the position saved again")
+        assert "state file writable again" in proxy.proc.output()
+        assert proxy.stop() == 0
