@@ -62,7 +62,7 @@ from typing import Any
 from sidecars.log_shipper.formats import LineFormats
 from sidecars.log_shipper.metrics import PipelineCollector, ShipperMetrics
 from sidecars.log_shipper.pipeline import SinkPipeline
-from sidecars.log_shipper.rotate import Rotator, rotated_patterns
+from sidecars.log_shipper.rotate import RotationLock, RotationLocked, Rotator, rotated_patterns
 from sidecars.log_shipper.settings import PART, Settings
 from sidecars.log_shipper.sinks import build_sink
 from sidecars.log_shipper.sinks.options import SinkOptions
@@ -149,6 +149,7 @@ class Shipper:
         self.environ = environ
         self.pipelines: list[SinkPipeline] = []
         self.rotator: Rotator | None = None
+        self.rotation_lock: RotationLock | None = None  # held while running (rotate.py)
 
     async def run(self) -> int:
         settings = self.settings
@@ -169,6 +170,11 @@ class Shipper:
         if not await checkpointer.write():
             log.error("state file is not writable", extra=kv(state_file=str(settings.state_file)))
             return 1
+        if settings.rotate_bytes:
+            try:
+                self.rotation_lock = RotationLock.take(settings.paths)
+            except RotationLocked as exc:
+                return _invalid(str(exc))
         # Started means: the state is loaded and writable. Never a sink's health, nor even a
         # connection to it (sinks connect at start: a black-holed one must not delay this).
         self.ctx.health.set_ready(True, f"started; state loaded from {settings.state_file}")
