@@ -32,8 +32,11 @@ def conf(parts: list[str], *, stub_status_port: int | None, site_dir: str | None
             "# The access log in the format the sidecars parse, on the shared `logs` volume.",
             LOG_FORMAT,
             f"access_log {LOGS_IN_APP}/access.log sidecars;",
-            f"error_log {LOGS_IN_APP}/error.log notice;",
         ]
+    if {"log-shipper", "config-fetcher"} & set(parts):
+        # The config-fetcher reads it for a refused reload's [emerg] and, with no pid file it
+        # can see, finds the nginx master as the process holding it open.
+        lines.append(f"error_log {LOGS_IN_APP}/error.log notice;")
     if "metrics-proxy" in parts and stub_status_port is not None:
         lines += [
             "# stub_status for the metrics-proxy, reachable only over the Pod's localhost; its",

@@ -30,6 +30,7 @@ MARKER = "sidecars.inject/status"
 APP_OWNED = {"enableServiceLinks", "automountServiceAccountToken"}
 APP_OWNED_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot"}
 PROMETHEUS = "prometheus.io/"
+ROTATE = "LOG_SHIPPER_ROTATE_BYTES"
 # Volume types a conf.d mount may have for our file to be added as one more source.
 PROJECTABLE = ("configMap", "projected")
 # What injection may create (and removal then deletes once empty).
@@ -97,10 +98,8 @@ def find_app(spec: Any, name: str | None) -> tuple[Any | None, str]:
 def customise(container: Any, part: str, opts: Options) -> Any:
     """Our container as injected: image prefix, reload method, ``--env`` values."""
     flags = {opt.env: opt.flag for opt in options(docs.settings_class(part), part)}
-    if opts.image_prefix:
-        container["image"] = (
-            opts.image_prefix.rstrip("/") + "/" + container["image"].rsplit("/", 1)[-1]
-        )
+    if opts.image_prefix is not None:
+        container["image"] = opts.image_prefix + "/" + container["image"].rsplit("/", 1)[-1]
     if part == "config-fetcher" and opts.reload != "signal" and "args" in container:
         args = [a for a in container["args"] if not str(a).startswith("--reload-pidfile")]
         del container["args"][:]
@@ -238,6 +237,10 @@ def inject(
                 f"container {c['name']!r} already exists: sidecars inject adds its own; "
                 "rename yours"
             )
+    _check_ports(spec, [*inits, *regular], tpl, opts)
+    signals = _signals_nginx(parts, opts, tpl)
+    if signals and spec.get("shareProcessNamespace") is False:
+        raise InjectError(_no_shared_pids(parts, opts, tpl))
     confd = _confd_volume(spec, app)
     volumes = tpl.volumes(parts)
     if confd is None:
@@ -311,7 +314,7 @@ def inject(
     for key, value in tpl.pod.items():
         if key in APP_OWNED:
             continue
-        if key == "shareProcessNamespace" and not _signals_nginx(parts, opts):
+        if key == "shareProcessNamespace" and not signals:
             continue
         if key == "securityContext":
             ours = _map(spec, key, created, "securityContext")
@@ -326,16 +329,7 @@ def inject(
 
     meta = _map(holder, "metadata", created, "metadata")
     annotations = _map(meta, "annotations", created, "annotations")
-    wanted = dict(tpl.annotations)
-    port = tpl.first_port("metrics-proxy")
-    if "metrics-proxy" in parts and port is not None:
-        wanted.update(
-            {
-                PROMETHEUS + "scrape": "true",
-                PROMETHEUS + "port": str(port),
-                PROMETHEUS + "path": "/metrics",
-            }
-        )
+    wanted = _annotations(tpl, parts)
     set_annotations = []
     for key, value in wanted.items():
         if key not in annotations:
@@ -348,15 +342,89 @@ def inject(
     annotations[MARKER] = json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     result = Result(record, was_injected=was is not None)
-    if _signals_nginx(parts, opts):
+    if signals:
         result.warnings += _signal_warning(spec, app, tpl)
     return result
 
 
-def _signals_nginx(parts: list[str], opts: Options) -> bool:
+def _annotations(tpl: Template, parts: list[str]) -> dict[str, str]:
+    """The Pod template annotations injection sets (where the user has not set them)."""
+    wanted = dict(tpl.annotations)
+    port = tpl.first_port("metrics-proxy")
+    if "metrics-proxy" in parts and port is not None:
+        wanted.update(
+            {
+                PROMETHEUS + "scrape": "true",
+                PROMETHEUS + "port": str(port),
+                PROMETHEUS + "path": "/metrics",
+            }
+        )
+    return wanted
+
+
+def _check_ports(spec: Any, ours: list[Any], tpl: Template, opts: Options) -> None:
+    """The Pod's containers share one network namespace: a port of the user's that one of ours
+    listens on (or names, which a Service or PodMonitor would then resolve to either) is refused
+    before it becomes a sidecar that cannot bind."""
+    numbers: dict[int, str] = {}
+    names: dict[str, str] = {}
+    for c in ours:
+        for port in c.get("ports") or []:
+            numbers[int(port["containerPort"])] = f"which sidecars inject's {c['name']!r} listens on"
+            if port.get("name"):
+                names[str(port["name"])] = c["name"]
+    stub = tpl.stub_status_port(opts.env.get("metrics-proxy", {}))
+    if "metrics-proxy" in opts.parts and stub is not None:
+        numbers[stub] = "where sidecars inject puts nginx's stub_status (127.0.0.1)"
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if not isinstance(c, MutableMapping):
+            continue
+        for port in c.get("ports") or []:
+            if not isinstance(port, MutableMapping):
+                continue
+            number, name = port.get("containerPort"), port.get("name")
+            if isinstance(number, int) and number in numbers:
+                raise InjectError(
+                    f"container {c.get('name')!r} declares port {number}, {numbers[number]}; "
+                    "move yours"
+                )
+            if isinstance(name, str) and name in names:
+                raise InjectError(
+                    f"container {c.get('name')!r} names a port {name!r}, as sidecars inject's "
+                    f"{names[name]!r} does; rename yours"
+                )
+
+
+def _rotates_logs(opts: Options, tpl: Template) -> bool:
+    """Whether the log-shipper rotates nginx's logs (then USR1s the master to reopen them)."""
+    raw = opts.env.get("log-shipper", {}).get(ROTATE, tpl.env_value("log-shipper", ROTATE))
+    if raw is None:
+        return False  # the setting's default: off
+    (opt,) = (o for o in options(docs.settings_class("log-shipper"), "log-shipper") if o.env == ROTATE)
+    return bool(opt.spec.parse(raw))
+
+
+def _signals_nginx(parts: list[str], opts: Options, tpl: Template) -> bool:
     """Whether a part signals the nginx master (so needs the shared PID namespace): the
     config-fetcher's SIGHUP reload, the log-shipper's USR1 after it rotates the logs."""
-    return "log-shipper" in parts or (opts.reload == "signal" and "config-fetcher" in parts)
+    rotates = "log-shipper" in parts and _rotates_logs(opts, tpl)
+    return rotates or (opts.reload == "signal" and "config-fetcher" in parts)
+
+
+def _no_shared_pids(parts: list[str], opts: Options, tpl: Template) -> str:
+    needs, ways = [], []
+    if opts.reload == "signal" and "config-fetcher" in parts:
+        needs.append("the config-fetcher's reload (--reload signal)")
+        ways.append("--reload webhook --env CONFIG_FETCHER_RELOAD_WEBHOOK=URL")
+    if "log-shipper" in parts and _rotates_logs(opts, tpl):
+        needs.append("the log-shipper's log rotation")
+        ways.append(
+            f"--env {ROTATE}=0 --env LOG_SHIPPER_MAX_HELD_BYTES=0 (rotate in the nginx container)"
+        )
+    return (
+        f"the Pod sets shareProcessNamespace: false, but {' and '.join(needs)} signal nginx's "
+        f"master in a shared PID namespace: use {' and '.join(ways)}, or drop the field"
+    )
 
 
 def _signal_warning(spec: Any, app: Any, tpl: Template) -> list[str]:
@@ -453,19 +521,26 @@ def uninject(holder: Any, tpl: Template) -> dict[str, Any] | None:
             _drop(app.get("volumeMounts"), record.get("appMounts", []), key="mountPath")
             if "app.volumeMounts" in created and not app.get("volumeMounts"):
                 app.pop("volumeMounts", None)
+    # A field we set that the user has changed since is theirs now: kept, and not set again.
     for key in record.get("pod", []):
-        spec.pop(key, None)
+        if key in spec and spec[key] == tpl.pod.get(key):
+            del spec[key]
     security = spec.get("securityContext")
+    ours = tpl.pod.get("securityContext") or {}
     if isinstance(security, MutableMapping):
         for key in record.get("securityContext", []):
-            security.pop(key, None)
+            if key in security and security[key] == ours.get(key):
+                del security[key]
     for key in ("initContainers", "volumes", "securityContext"):
         if key in created and not spec.get(key):
             spec.pop(key, None)
     meta = holder["metadata"]
     annotations = meta["annotations"]
-    for key in [*record.get("annotations", []), MARKER]:
-        annotations.pop(key, None)
+    set_before = _annotations(tpl, tpl.part_order)
+    for key in record.get("annotations", []):
+        if key in annotations and annotations[key] == set_before.get(key):
+            del annotations[key]
+    annotations.pop(MARKER, None)
     if "annotations" in created and not annotations:
         del meta["annotations"]
     if "metadata" in created and not meta:

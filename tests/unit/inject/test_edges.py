@@ -1,0 +1,268 @@
+"""The issue's promises at their edges, each a case the golden corpus does not reach:
+
+- CRLF input: the documents it changes come back in CRLF too, not a mix of line endings
+- a metrics exporter image (nginx/nginx-prometheus-exporter) beside nginx is not "an nginx"
+- the app found through a registry port and a digest (reg:5000/nginx@sha256:...)
+- a Pod that sets `shareProcessNamespace: false` while a part must signal nginx: exit 2, not a
+  Pod whose reloads and log reopening silently fail
+- a port of the user's (number or name) that one of ours takes, the stub_status port included
+- two workloads whose ConfigMaps would share a name, and a ConfigMap of the user's by that name
+- an --image-prefix that makes no valid image name (empty, a tag in it, upper case)
+- each --parts subset with the config-fetcher: nginx writes the error log the fetcher finds
+  nginx's master by (the official image keeps its pid file to itself)
+- a pod field we set and the user then changed is theirs: re-injection keeps it
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from sidecars.inject import nginx_conf, template
+from sidecars.inject.wiring import MARKER
+from tests.unit.inject.test_golden import CORPUS, inject, validate, NATIVE
+
+DEPLOYMENT = (CORPUS / "classic.yaml").read_text()
+
+
+def deployment(containers: str = "", spec: str = "", name: str = "web", kind: str = "Deployment"):
+    """The corpus's plain Deployment, with extra containers and pod spec fields (YAML at the
+    containers list's / pod spec's indentation)."""
+    text = DEPLOYMENT.replace("kind: Deployment", f"kind: {kind}").replace(
+        "  name: web\n", f"  name: {name}\n", 1
+    )
+    text = text.replace("    spec:\n      containers:\n", "    spec:\n" + spec + "      containers:\n")
+    return text + containers
+
+
+def pod_spec(out: str, kind: str = "Deployment") -> dict:
+    (doc,) = (d for d in yaml.safe_load_all(out) if d["kind"] == kind)
+    return doc["spec"]["template"]
+
+
+def refused(text: str, *args: str) -> str:
+    code, out, err = inject(text, list(args))
+    assert (code, out) == (2, ""), err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_crlf_input_comes_back_in_crlf() -> None:
+    service = "apiVersion: v1\r\nkind: Service\r\nmetadata:\r\n  name: web  # ours\r\n"
+    text = service + "---\r\n" + DEPLOYMENT.replace("\n", "\r\n")
+    code, out, err = inject(text, [])
+    assert code == 0, err
+    assert out.startswith(service + "---\r\n")
+    assert "\n" not in out.replace("\r\n", ""), "a bare LF in CRLF output"
+    assert "\r\r" not in out
+    validate(out, NATIVE[-1:])
+    code, again, err = inject(out, [])
+    assert (code, again) == (0, out), err
+
+
+def test_an_exporter_beside_nginx_is_not_the_app() -> None:
+    exporter = "        - name: exporter\n          image: nginx/nginx-prometheus-exporter:1.1\n"
+    code, out, err = inject(deployment(exporter), [])
+    assert code == 0, err
+    record = json.loads(pod_spec(out)["metadata"]["annotations"][MARKER])
+    assert record["app"] == "nginx"
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "reg:5000/nginx@sha256:" + "0" * 64,
+        "reg.example:5000/team/nginx:1.27@sha256:" + "a" * 64,
+        "nginxinc/nginx-unprivileged:1.27-alpine",
+    ],
+)
+def test_the_app_found_through_registry_port_and_digest(image: str) -> None:
+    code, out, err = inject(DEPLOYMENT.replace("image: nginx:1.27", f"image: {image}"), [])
+    assert code == 0 and "injected config-fetcher" in err, err
+
+
+@pytest.mark.parametrize("version", ["1.29", "1.25"])
+def test_share_process_namespace_false_with_a_signalling_part_is_refused(version: str) -> None:
+    text = deployment(spec="      shareProcessNamespace: false\n")
+    err = refused(text, "--kube-version", version)
+    assert "shareProcessNamespace: false" in err and "--reload webhook" in err, err
+    assert "LOG_SHIPPER_ROTATE_BYTES=0" in err, err
+
+
+def test_share_process_namespace_false_is_kept_when_nothing_signals() -> None:
+    text = deployment(spec="      shareProcessNamespace: false\n")
+    for args in (
+        ["--parts", "metrics-proxy"],
+        [
+            "--reload",
+            "webhook",
+            "--env",
+            "CONFIG_FETCHER_RELOAD_WEBHOOK=http://127.0.0.1:9000/-/reload",
+            "--env",
+            "LOG_SHIPPER_ROTATE_BYTES=0",
+            "--env",
+            "LOG_SHIPPER_MAX_HELD_BYTES=0",
+        ],
+    ):
+        code, out, err = inject(text, args)
+        assert code == 0, err
+        assert pod_spec(out)["spec"]["shareProcessNamespace"] is False
+
+
+def test_no_shared_pid_namespace_when_nothing_signals() -> None:
+    # Sharing it exposes every container's /proc/<pid>/environ to the others: only on need.
+    args = [
+        "--reload",
+        "webhook",
+        "--env",
+        "CONFIG_FETCHER_RELOAD_WEBHOOK=http://127.0.0.1:9000/-/reload",
+        "--env",
+        "LOG_SHIPPER_ROTATE_BYTES=0",
+        "--env",
+        "LOG_SHIPPER_MAX_HELD_BYTES=0",
+    ]
+    code, out, err = inject(DEPLOYMENT, args)
+    assert code == 0, err
+    assert "shareProcessNamespace" not in pod_spec(out)["spec"]
+
+
+@pytest.mark.parametrize(
+    ("ports", "expected"),
+    [
+        (
+            "          ports: [{containerPort: 8081, name: admin}]\n",
+            "container 'nginx' declares port 8081, where sidecars inject puts nginx's stub_status",
+        ),
+        (
+            "        - name: exporter\n          image: busybox\n"
+            "          ports: [{containerPort: 9113}]\n",
+            "container 'exporter' declares port 9113, which sidecars inject's 'metrics-proxy' ",
+        ),
+        (
+            "          ports: [{containerPort: 8080, name: metrics}]\n",
+            "container 'nginx' names a port 'metrics', as sidecars inject's 'metrics-proxy' does",
+        ),
+    ],
+)
+def test_a_port_of_ours_already_taken_is_refused(ports: str, expected: str) -> None:
+    err = refused(deployment(ports))
+    assert expected in err, err
+
+
+def test_the_stub_status_port_is_free_to_use_without_the_metrics_proxy() -> None:
+    text = deployment("          ports: [{containerPort: 8081, name: admin}]\n")
+    code, _, err = inject(text, ["--parts", "config-fetcher,log-shipper"])
+    assert code == 0, err
+
+
+def test_two_workloads_of_one_name_share_one_config_map() -> None:
+    text = deployment() + "---\n" + deployment(kind="StatefulSet").replace(
+        "spec:\n  selector", "spec:\n  serviceName: web\n  selector"
+    )
+    code, out, err = inject(text, [])
+    assert code == 0, err
+    docs = list(yaml.safe_load_all(out))
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment", "StatefulSet"]
+    assert "StatefulSet/web: injected" in err and "ConfigMap/web-sidecars-nginx" in err
+    code, again, err = inject(out, [])
+    assert (code, again) == (0, out), err
+
+
+def test_two_workloads_of_one_name_in_two_namespaces_get_one_each() -> None:
+    other = deployment().replace("  name: web\n", "  name: web\n  namespace: shop\n", 1)
+    code, out, err = inject(deployment() + "---\n" + other, [])
+    assert code == 0, err
+    kinds = [(d["kind"], d["metadata"].get("namespace")) for d in yaml.safe_load_all(out)]
+    assert kinds == [
+        ("ConfigMap", None),
+        ("Deployment", None),
+        ("ConfigMap", "shop"),
+        ("Deployment", "shop"),
+    ]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_config_map_of_the_users_by_our_name_is_refused(where: str) -> None:
+    theirs = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web-sidecars-nginx}\ndata: {}\n"
+    docs = [theirs, DEPLOYMENT] if where == "before" else [DEPLOYMENT, theirs]
+    err = refused("---\n".join(docs))
+    assert "ConfigMap/web-sidecars-nginx" in err and "rename yours" in err, err
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["", "/", "ghcr.io/acme/sidecars:1.0", "ghcr.io/Acme/sidecars", "ghcr.io/a b", "ghcr.io//x"],
+)
+def test_an_image_prefix_that_makes_no_image_name_is_refused(prefix: str) -> None:
+    err = refused(DEPLOYMENT, "--image-prefix", prefix)
+    assert f"--image-prefix {prefix!r}" in err, err
+
+
+@pytest.mark.parametrize(
+    "prefix", ["ghcr.io/acme/sidecars", "ghcr.io/acme/sidecars/", "reg:5000/team", "localhost"]
+)
+def test_an_image_prefix_keeps_the_images_names_and_tags(prefix: str) -> None:
+    code, out, err = inject(DEPLOYMENT, ["--image-prefix", prefix])
+    assert code == 0, err
+    spec = pod_spec(out)["spec"]
+    images = {c["image"] for c in spec["initContainers"]}
+    base = prefix.rstrip("/")
+    assert images == {f"{base}/{n}:0.1.0" for n in ("config-fetcher", "log-shipper", "metrics-proxy")}
+
+
+@pytest.mark.parametrize(
+    "parts", ["config-fetcher", "config-fetcher,metrics-proxy", "config-fetcher,log-shipper"]
+)
+def test_nginx_writes_the_error_log_the_fetcher_finds_it_by(parts: str) -> None:
+    from sidecars import docs
+    from sidecars.runtime.settings import options
+
+    code, out, err = inject(DEPLOYMENT, ["--parts", parts])
+    assert code == 0, err
+    conf = next(d for d in yaml.safe_load_all(out) if d["kind"] == "ConfigMap")["data"][
+        nginx_conf.CONF_KEY
+    ]
+    spec = pod_spec(out)["spec"]
+    fetcher = next(c for c in spec["initContainers"] if c["name"] == "config-fetcher")
+    default = next(
+        o for o in options(docs.settings_class("config-fetcher"), "config-fetcher")
+        if o.env == "CONFIG_FETCHER_NGINX_ERROR_LOG"
+    )
+    error_log = str(default.default)
+    (mount,) = (m for m in fetcher["volumeMounts"] if error_log.startswith(m["mountPath"] + "/"))
+    nginx = next(c for c in spec["containers"] if c["name"] == "nginx")
+    (app_mount,) = (m for m in nginx["volumeMounts"] if m["name"] == mount["name"])
+    in_nginx = app_mount["mountPath"] + error_log[len(mount["mountPath"]) :]
+    assert f"error_log {in_nginx} " in conf, conf
+
+
+def test_a_pod_field_the_user_changed_after_injection_is_kept() -> None:
+    code, out, err = inject(DEPLOYMENT, [])
+    assert code == 0, err
+    assert "      terminationGracePeriodSeconds: 45\n" in out
+    edited = out.replace(
+        "      terminationGracePeriodSeconds: 45\n", "      terminationGracePeriodSeconds: 90\n"
+    )
+    code, again, err = inject(edited, [])
+    assert code == 0, err
+    assert pod_spec(again)["spec"]["terminationGracePeriodSeconds"] == 90
+    code, third, err = inject(again, [])
+    assert (code, third) == (0, again), err
+
+
+def test_an_annotation_the_user_changed_after_injection_is_kept() -> None:
+    code, out, err = inject(DEPLOYMENT, [])
+    assert code == 0, err
+    edited = out.replace("prometheus.io/path: /metrics", "prometheus.io/path: /stats")
+    assert edited != out
+    code, again, err = inject(edited, [])
+    assert code == 0, err
+    assert pod_spec(again)["metadata"]["annotations"]["prometheus.io/path"] == "/stats"
+
+
+def test_the_template_still_names_what_these_tests_assume() -> None:
+    tpl = template.packaged()
+    assert tpl.first_port("metrics-proxy") == 9113
+    assert tpl.pod["terminationGracePeriodSeconds"] == 45
