@@ -370,7 +370,8 @@ def _check_ports(spec: Any, ours: list[Any], tpl: Template, opts: Options) -> No
     names: dict[str, str] = {}
     for c in ours:
         for port in c.get("ports") or []:
-            numbers[int(port["containerPort"])] = f"which sidecars inject's {c['name']!r} listens on"
+            number = int(port["containerPort"])
+            numbers[number] = f"which sidecars inject's {c['name']!r} listens on"
             if port.get("name"):
                 names[str(port["name"])] = c["name"]
     stub = tpl.stub_status_port(opts.env.get("metrics-proxy", {}))
@@ -400,7 +401,8 @@ def _rotates_logs(opts: Options, tpl: Template) -> bool:
     raw = opts.env.get("log-shipper", {}).get(ROTATE, tpl.env_value("log-shipper", ROTATE))
     if raw is None:
         return False  # the setting's default: off
-    (opt,) = (o for o in options(docs.settings_class("log-shipper"), "log-shipper") if o.env == ROTATE)
+    settings = options(docs.settings_class("log-shipper"), "log-shipper")
+    (opt,) = (o for o in settings if o.env == ROTATE)
     return bool(opt.spec.parse(raw))
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from sidecars.inject import nginx_conf, template
 from sidecars.inject.wiring import MARKER
-from tests.unit.inject.test_golden import CORPUS, inject, validate, NATIVE
+from tests.unit.inject.test_golden import CORPUS, NATIVE, inject, validate
 
 DEPLOYMENT = (CORPUS / "classic.yaml").read_text()
 
@@ -33,7 +33,9 @@ def deployment(containers: str = "", spec: str = "", name: str = "web", kind: st
     text = DEPLOYMENT.replace("kind: Deployment", f"kind: {kind}").replace(
         "  name: web\n", f"  name: {name}\n", 1
     )
-    text = text.replace("    spec:\n      containers:\n", "    spec:\n" + spec + "      containers:\n")
+    text = text.replace(
+        "    spec:\n      containers:\n", "    spec:\n" + spec + "      containers:\n"
+    )
     return text + containers
 
 
@@ -79,7 +81,7 @@ def test_an_exporter_beside_nginx_is_not_the_app() -> None:
     ],
 )
 def test_the_app_found_through_registry_port_and_digest(image: str) -> None:
-    code, out, err = inject(DEPLOYMENT.replace("image: nginx:1.27", f"image: {image}"), [])
+    code, _, err = inject(DEPLOYMENT.replace("image: nginx:1.27", f"image: {image}"), [])
     assert code == 0 and "injected config-fetcher" in err, err
 
 
@@ -158,8 +160,12 @@ def test_the_stub_status_port_is_free_to_use_without_the_metrics_proxy() -> None
 
 
 def test_two_workloads_of_one_name_share_one_config_map() -> None:
-    text = deployment() + "---\n" + deployment(kind="StatefulSet").replace(
-        "spec:\n  selector", "spec:\n  serviceName: web\n  selector"
+    text = (
+        deployment()
+        + "---\n"
+        + deployment(kind="StatefulSet").replace(
+            "spec:\n  selector", "spec:\n  serviceName: web\n  selector"
+        )
     )
     code, out, err = inject(text, [])
     assert code == 0, err
@@ -209,7 +215,9 @@ def test_an_image_prefix_keeps_the_images_names_and_tags(prefix: str) -> None:
     spec = pod_spec(out)["spec"]
     images = {c["image"] for c in spec["initContainers"]}
     base = prefix.rstrip("/")
-    assert images == {f"{base}/{n}:0.1.0" for n in ("config-fetcher", "log-shipper", "metrics-proxy")}
+    assert images == {
+        f"{base}/{n}:0.1.0" for n in ("config-fetcher", "log-shipper", "metrics-proxy")
+    }
 
 
 @pytest.mark.parametrize(
@@ -227,7 +235,8 @@ def test_nginx_writes_the_error_log_the_fetcher_finds_it_by(parts: str) -> None:
     spec = pod_spec(out)["spec"]
     fetcher = next(c for c in spec["initContainers"] if c["name"] == "config-fetcher")
     default = next(
-        o for o in options(docs.settings_class("config-fetcher"), "config-fetcher")
+        o
+        for o in options(docs.settings_class("config-fetcher"), "config-fetcher")
         if o.env == "CONFIG_FETCHER_NGINX_ERROR_LOG"
     )
     error_log = str(default.default)
