@@ -5,6 +5,7 @@ nothing is written to stdout unless the whole output was rendered."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -180,8 +181,26 @@ def main(
     except InjectError as exc:
         print(f"sidecars inject: {exc}", file=stderr)
         return 2
-    stdout.write(out.text)
-    stdout.flush()
+    try:
+        stdout.write(out.text)
+        stdout.flush()
+    except OSError as exc:  # a closed pipe (`| head -1`), a full disk: exit 1, no traceback
+        if not isinstance(exc, BrokenPipeError):  # the reader that left needs no message
+            print(f"sidecars inject: cannot write the output: {exc.strerror}", file=stderr)
+        _discard(stdout)
+        return 1
     for line in out.report:
         print(line, file=stderr)
     return 0
+
+
+def _discard(stream: TextIO) -> None:
+    """Point a failed stream's descriptor at /dev/null, so the interpreter's flush at exit
+    does not fail on what is still buffered."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's StringIO)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
