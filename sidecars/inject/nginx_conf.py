@@ -61,13 +61,13 @@ def conf(parts: list[str], *, stub_status_port: int | None, site_dir: str | None
 
 
 def config_map(
-    name: str, namespace: str | None, owner: str, text: str, marker: str
+    name: str, namespace: str | None, annotations: dict[str, str], text: str
 ) -> CommentedMap:
     meta = CommentedMap(name=name)
     if namespace is not None:
         meta["namespace"] = namespace
     meta["labels"] = CommentedMap({"app.kubernetes.io/managed-by": "sidecars-inject"})
-    meta["annotations"] = CommentedMap({marker: owner})
+    meta["annotations"] = CommentedMap(annotations)
     doc = CommentedMap(apiVersion="v1", kind="ConfigMap")
     doc["metadata"] = meta
     doc["data"] = CommentedMap({CONF_KEY: LiteralScalarString(text)})

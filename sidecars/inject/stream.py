@@ -12,10 +12,11 @@ from sidecars.inject import nginx_conf, workloads
 from sidecars.inject.documents import Document, dump, indent_of, split
 from sidecars.inject.errors import InjectError
 from sidecars.inject.template import Template
-from sidecars.inject.wiring import Options, inject
+from sidecars.inject.wiring import CHECKOV, Options, inject, skip_of
 
 CONFIG_MAP_MARKER = "sidecars.inject/config-for"
 CONFIG_MAP_SUFFIX = "-sidecars-nginx"
+NAMESPACE_CHECK = "CKV_K8S_21"  # checkov: no namespace set
 
 
 @dataclasses.dataclass
@@ -106,13 +107,12 @@ class _Run:
             if fetcher
             else None,
         )
-        return nginx_conf.config_map(
-            name + CONFIG_MAP_SUFFIX,
-            meta.get("namespace"),
-            f"{doc['kind']}/{name}",
-            text,
-            CONFIG_MAP_MARKER,
-        )
+        annotations = {CONFIG_MAP_MARKER: f"{doc['kind']}/{name}"}
+        namespace = meta.get("namespace")
+        no_namespace = skip_of(self.tpl, NAMESPACE_CHECK)
+        if namespace is None and no_namespace is not None:  # in its workload's, as kubectl -n sets
+            annotations[CHECKOV + "1"] = no_namespace
+        return nginx_conf.config_map(name + CONFIG_MAP_SUFFIX, namespace, annotations, text)
 
     def workload(self, doc: Any, where: str, text: str, base: int = 0) -> tuple[bool, Any]:
         """Inject one workload in place; return whether it was, and the ConfigMap to emit
@@ -144,7 +144,12 @@ class _Run:
         sequence, _ = indent_of(text)
         spec_column = base + 2 * (len(workloads.WORKLOADS[kind][1]) + 1)
         result = inject(
-            holder, self.tpl, self.opts, cm["metadata"]["name"], column=spec_column + sequence
+            holder,
+            self.tpl,
+            self.opts,
+            cm["metadata"]["name"],
+            column=spec_column + sequence,
+            top=doc,
         )
         if result.record is None:
             self.report.append(f"{label}: skipped ({result.reason})")

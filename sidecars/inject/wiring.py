@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -30,6 +31,13 @@ MARKER = "sidecars.inject/status"
 APP_OWNED = {"enableServiceLinks", "automountServiceAccountToken"}
 APP_OWNED_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot"}
 PROMETHEUS = "prometheus.io/"
+# checkov reads its skips from the annotations of the object it scans (a Deployment's own, not
+# its Pod template's), so ours go there.
+CHECKOV = "checkov.io/skip"
+# The template's skips about the Pod as a whole (its namespace, a NetworkPolicy selecting it):
+# the user's to decide for their workload, never waived for them. The rest are about the
+# containers injection adds.
+POD_WIDE_CHECKS = {"CKV_K8S_21", "CKV2_K8S_6"}
 ROTATE = "LOG_SHIPPER_ROTATE_BYTES"
 # Volume types a conf.d mount may have for our file to be added as one more source.
 PROJECTABLE = ("configMap", "projected")
@@ -41,6 +49,7 @@ CREATED = (
     "securityContext",
     "metadata",
     "annotations",
+    "workload.annotations",
 )
 
 
@@ -206,11 +215,19 @@ def _names(items: Any) -> set[str]:
 
 
 def inject(
-    holder: Any, tpl: Template, opts: Options, config_map: str, *, column: int = ITEM_COLUMN
+    holder: Any,
+    tpl: Template,
+    opts: Options,
+    config_map: str,
+    *,
+    column: int = ITEM_COLUMN,
+    top: Any = None,
 ) -> Result:
-    """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``).
-    ``column``: where a container's keys will be in the output, for our comments."""
-    was = uninject(holder, tpl)
+    """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``) of the
+    workload ``top`` (default: the holder itself, a Pod). ``column``: where a container's keys
+    will be in the output, for our comments."""
+    top = holder if top is None else top
+    was = uninject(holder, tpl, top)
     spec = holder["spec"]
     app, reason = find_app(spec, opts.app_container)
     if app is None:
@@ -336,6 +353,12 @@ def inject(
             annotations[key] = value
             set_annotations.append(key)
     record["annotations"] = set_annotations
+    if top is holder:
+        top_annotations = annotations
+    else:
+        top_meta = _map(top, "metadata", [], "metadata")
+        top_annotations = _map(top_meta, "annotations", created, "workload.annotations")
+    record["checkov"] = _add_skips(top_annotations, skips(tpl))
     if confd is not None:
         record["confd"] = _project_into(confd, config_map)
     record["created"] = created
@@ -347,9 +370,46 @@ def inject(
     return result
 
 
-def _annotations(tpl: Template, parts: list[str]) -> dict[str, str]:
-    """The Pod template annotations injection sets (where the user has not set them)."""
-    wanted = dict(tpl.annotations)
+def skips(tpl: Template) -> dict[str, str]:
+    """The template's checkov skips injection writes into a workload: key -> CHECK=reason."""
+    return {
+        str(k): str(v)
+        for k, v in tpl.annotations.items()
+        if str(k).startswith(CHECKOV) and str(v).partition("=")[0] not in POD_WIDE_CHECKS
+    }
+
+
+def skip_of(tpl: Template, check: str) -> str | None:
+    """The template's skip value (CHECK=reason) for ``check``."""
+    for key, value in tpl.annotations.items():
+        if str(key).startswith(CHECKOV) and str(value).partition("=")[0] == check:
+            return str(value)
+    return None
+
+
+def _add_skips(annotations: Any, wanted: dict[str, str]) -> list[str]:
+    """Add each skip the annotations do not already have (for its check), under its template
+    key or, when the user has that key, the next free ``checkov.io/skipN``."""
+    present = {
+        str(v).partition("=")[0].strip()
+        for k, v in annotations.items()
+        if str(k).startswith(CHECKOV)
+    }
+    added, n = [], 1
+    for key, value in wanted.items():
+        if value.partition("=")[0] in present:
+            continue
+        while key in annotations:
+            key, n = f"{CHECKOV}{n}", n + 1
+        annotations[key] = value
+        added.append(key)
+    return added
+
+
+def _annotations(tpl: Template, parts: list[str], *, every: bool = False) -> dict[str, str]:
+    """The Pod template annotations injection sets (where the user has not set them); with
+    ``every``, also those an earlier version set there (the checkov skips, now the workload's)."""
+    wanted = {k: v for k, v in tpl.annotations.items() if every or not str(k).startswith(CHECKOV)}
     port = tpl.first_port("metrics-proxy")
     if "metrics-proxy" in parts and port is not None:
         wanted.update(
@@ -475,9 +535,15 @@ def record_of(holder: Any, tpl: Template) -> dict[str, Any] | None:
         ("securityContext", set(tpl.pod.get("securityContext") or {})),
         ("annotations", set(tpl.annotations) | prometheus),
         ("created", set(CREATED)),
+        ("checkov", None),
     ):
         names = record.get(key, [])
-        if not isinstance(names, list) or not {str(n) for n in names} <= allowed:
+        if not isinstance(names, list) or not all(
+            re.fullmatch(re.escape(CHECKOV) + r"\d+", str(n))
+            if allowed is None
+            else str(n) in allowed
+            for n in names
+        ):
             raise InjectError(
                 f"annotation {MARKER} names {key} {names!r}, not all added by sidecars inject; "
                 "remove the annotation or restore it"
@@ -507,13 +573,24 @@ def _drop(seq: Any, names: list[str], key: str = "name") -> None:
                 del seq[i]
 
 
-def uninject(holder: Any, tpl: Template) -> dict[str, Any] | None:
-    """Remove exactly what the marker annotation says was added; return that record."""
+def uninject(holder: Any, tpl: Template, top: Any = None) -> dict[str, Any] | None:
+    """Remove exactly what the marker annotation says was added (to ``holder``, the Pod
+    template, and ``top``, its workload: default the holder, a Pod); return that record."""
     record = record_of(holder, tpl)
     if record is None:
         return None
     spec = holder["spec"]
     created = set(record.get("created", []))
+    top = holder if top is None else top
+    top_meta = top.get("metadata")
+    theirs = top_meta.get("annotations") if isinstance(top_meta, MutableMapping) else None
+    if isinstance(theirs, MutableMapping):
+        ours = set(skips(tpl).values())
+        for key in record.get("checkov", []):
+            if theirs.get(key) in ours:  # only a skip of ours, still as we wrote it
+                del theirs[key]
+        if "workload.annotations" in created and not theirs and top is not holder:
+            del top_meta["annotations"]
     _drop(spec.get("initContainers"), record.get("initContainers", []))
     _drop(spec.get("containers"), record.get("containers", []))
     _drop(spec.get("volumes"), record.get("volumes", []))
@@ -538,7 +615,7 @@ def uninject(holder: Any, tpl: Template) -> dict[str, Any] | None:
             spec.pop(key, None)
     meta = holder["metadata"]
     annotations = meta["annotations"]
-    set_before = _annotations(tpl, tpl.part_order)
+    set_before = _annotations(tpl, tpl.part_order, every=True)
     for key in record.get("annotations", []):
         if key in annotations and annotations[key] == set_before.get(key):
             del annotations[key]

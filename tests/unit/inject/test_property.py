@@ -123,7 +123,7 @@ def test_nothing_lost_exactly_undone_and_idempotent(doc: dict, version: str) -> 
     # Removing what the marker names gives back the input exactly.
     (injected,) = (d for d in split(out) if d.data["kind"] == "Deployment")
     holder = pod_template(injected.data)
-    assert uninject(holder, TPL) is not None
+    assert uninject(holder, TPL, injected.data) is not None
     assert plain(injected.data) == plain(doc)
     # And injecting the output again changes nothing.
     code, again, err = inject(out, ["--kube-version", version])
