@@ -45,6 +45,13 @@ def _check_object(doc: Any) -> None:
         )
 
 
+def _end_marker(dumped: str, *, like: str) -> str:
+    """The document end marker (``...``) its original closed with; the dump writes none."""
+    lines = [x.strip() for x in like.splitlines()]
+    last = next((x for x in reversed(lines) if x and not x.startswith("#")), "")
+    return dumped + "...\n" if last == "..." and not dumped.endswith("...\n") else dumped
+
+
 def _line_ends(dumped: str, *, like: str) -> str:
     """A changed document in its original's line ends: CRLF stays CRLF (the dump writes LF,
     and keeps the CR of a comment it carries over)."""
@@ -183,7 +190,8 @@ class _Run:
         if not injected:
             return doc.prefix + doc.text
         before = "" if cm is None else dump(cm, like=doc.text)
-        return doc.prefix + _line_ends(before + dump(data, like=doc.text), like=doc.text)
+        dumped = _end_marker(before + dump(data, like=doc.text), like=doc.text)
+        return doc.prefix + _line_ends(dumped, like=doc.text)
 
     def list_(self, doc: Document) -> str:
         items = doc.data.get("items")
@@ -218,7 +226,7 @@ class _Run:
             i += 1
         if not changed:
             return doc.prefix + doc.text
-        dumped = dump(doc.data, like=doc.text, explicit=doc.explicit)
+        dumped = _end_marker(dump(doc.data, like=doc.text, explicit=doc.explicit), like=doc.text)
         return doc.prefix + _line_ends(dumped, like=doc.text)
 
 

@@ -84,9 +84,12 @@ class Template:
         if url is None:
             return None
         try:
-            return urllib.parse.urlsplit(url).port or 80
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port or 80
         except ValueError:  # the part's own settings rules report it, naming the setting
             return None
+        # Another host's stub_status is no server for this Pod's nginx to add.
+        return port if parts.hostname in ("127.0.0.1", "localhost", "::1") else None
 
     def first_port(self, part: str) -> int | None:
         for c in [*self.raw["initContainers"], *self.raw["containers"]]:

@@ -275,3 +275,65 @@ def test_the_template_still_names_what_these_tests_assume() -> None:
     tpl = template.packaged()
     assert tpl.first_port("metrics-proxy") == 9113
     assert tpl.pod["terminationGracePeriodSeconds"] == 45
+
+
+@pytest.mark.parametrize(
+    ("version", "mode"),
+    [
+        ("1.28", "classic"),
+        ("v1.28.15", "classic"),
+        ("1.29", "native"),
+        ("v1.29.0", "native"),
+        ("1.31", "native"),
+        ("2.0", "native"),
+        ("1.3", "classic"),
+    ],
+)
+def test_the_kube_version_boundary(version: str, mode: str) -> None:
+    code, _, err = inject(DEPLOYMENT, ["--kube-version", version])
+    assert code == 0, err
+    assert f"({mode} sidecars)" in err, err
+
+
+@pytest.mark.parametrize("version", ["1", "1.x", "one.29", "1.29.0.1", "1.29-gke", "-1.29"])
+def test_a_kube_version_that_is_no_version_is_refused(version: str) -> None:
+    assert f"--kube-version {version!r}: expected X.Y" in refused(
+        DEPLOYMENT, "--kube-version", version
+    )
+
+
+def test_a_fetcher_setting_goes_to_both_fetchers_and_only_to_them() -> None:
+    url = "https://config.example/site.tar.gz"
+    code, out, err = inject(DEPLOYMENT, ["--env", f"CONFIG_FETCHER_SOURCE={url}"])
+    assert code == 0, err
+    spec = pod_spec(out)["spec"]
+    having = {
+        c["name"]
+        for c in spec["initContainers"]
+        for e in c.get("env", [])
+        if e["name"] == "CONFIG_FETCHER_SOURCE" and e.get("value") == url
+    }
+    assert having == {"config-fetcher-init", "config-fetcher"}
+    assert out.count(url) == 2
+
+
+def test_the_stub_status_server_follows_the_metrics_proxy_url() -> None:
+    url = "http://127.0.0.1:9999/stub_status"
+    args = ["--parts", "metrics-proxy", "--env", f"METRICS_PROXY_STUB_STATUS_URL={url}"]
+    code, out, err = inject(DEPLOYMENT, args)
+    assert code == 0, err
+    assert "    listen 127.0.0.1:9999;\n" in out and "8081" not in out
+    # Another host's stub_status: nothing for nginx to serve here.
+    args[-1] = "METRICS_PROXY_STUB_STATUS_URL=http://nginx-status.example:8081/stub_status"
+    code, out, err = inject(DEPLOYMENT, args)
+    assert code == 0, err
+    assert "stub_status;" not in out
+
+
+def test_a_document_end_marker_after_a_workload_is_kept() -> None:
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+    code, out, err = inject("---\n" + DEPLOYMENT + "...\n---\n" + service, [])
+    assert code == 0, err
+    assert out.endswith("...\n---\n" + service), out[-300:]
+    code, again, err = inject(out, [])
+    assert (code, again) == (0, out), err
