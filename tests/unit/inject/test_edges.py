@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -337,3 +338,45 @@ def test_a_document_end_marker_after_a_workload_is_kept() -> None:
     assert out.endswith("...\n---\n" + service), out[-300:]
     code, again, err = inject(out, [])
     assert (code, again) == (0, out), err
+
+
+SUBSETS = {
+    # parts: (conf.d lines, volumes added, shared PID namespace)
+    "log-shipper": (
+        {"log_format", "access_log", "error_log"},
+        {"logs", "log-shipper-state", "log-shipper-secrets", nginx_conf.VOLUME},
+        True,  # it rotates the logs, then USR1s nginx
+    ),
+    "metrics-proxy": (
+        {"log_format", "access_log", "stub_status"},
+        {"logs", nginx_conf.VOLUME},
+        False,
+    ),
+    "config-fetcher": ({"error_log", "include"}, {"site", "run", "logs", nginx_conf.VOLUME}, True),
+}
+
+
+@pytest.mark.parametrize("parts", SUBSETS)
+def test_a_subset_gets_only_what_it_needs(parts: str) -> None:
+    conf_words, volumes, shared = SUBSETS[parts]
+    code, out, err = inject(DEPLOYMENT, ["--parts", parts])
+    assert code == 0, err
+    conf = next(d for d in yaml.safe_load_all(out) if d["kind"] == "ConfigMap")["data"][
+        nginx_conf.CONF_KEY
+    ]
+    directives = {"log_format", "access_log", "error_log", "stub_status", "include"}
+    found = {w for w in directives if re.search(rf"^\s*{w}\b", conf, flags=re.M)}
+    assert found == conf_words, conf
+    spec = pod_spec(out)["spec"]
+    assert {v["name"] for v in spec["volumes"]} == volumes
+    assert spec.get("shareProcessNamespace", False) is shared
+    validate(out, NATIVE[-1:])
+
+
+def test_stdin_by_dash_and_a_missing_file_in_one_line(tmp_path) -> None:
+    code, out, err = inject(DEPLOYMENT, ["-f", "-"])
+    assert code == 0 and "config-fetcher-init" in out, err
+    err = refused("", "-f", str(tmp_path / "nope.yaml"))
+    assert (
+        err == f"sidecars inject: cannot read {tmp_path / 'nope.yaml'}: No such file or directory\n"
+    )
