@@ -227,6 +227,7 @@ def inject(
     workload ``top`` (default: the holder itself, a Pod). ``column``: where a container's keys
     will be in the output, for our comments."""
     top = holder if top is None else top
+    before = _ours_now(holder, tpl)
     was = uninject(holder, tpl, top)
     spec = holder["spec"]
     app, reason = find_app(spec, opts.app_container)
@@ -365,6 +366,12 @@ def inject(
     annotations[MARKER] = json.dumps(record, sort_keys=True, separators=(",", ":"))
 
     result = Result(record, was_injected=was is not None)
+    for c in [*inits, *regular]:
+        if c["name"] in before and before[c["name"]] != _plain(c):
+            result.warnings.append(
+                f"container {c['name']!r} differed from what sidecars inject adds: replaced "
+                "(give its settings with --env)"
+            )
     if signals:
         result.warnings += _signal_warning(spec, app, tpl)
     return result
@@ -404,6 +411,24 @@ def _add_skips(annotations: Any, wanted: dict[str, str]) -> list[str]:
         annotations[key] = value
         added.append(key)
     return added
+
+
+def _plain(node: Any) -> Any:
+    return json.loads(json.dumps(node))
+
+
+def _ours_now(holder: Any, tpl: Template) -> dict[str, Any]:
+    """The containers an earlier injection added, as they are now (maybe edited since)."""
+    record = record_of(holder, tpl)
+    if record is None:
+        return {}
+    names = {*record.get("initContainers", []), *record.get("containers", [])}
+    spec = holder["spec"]
+    return {
+        c["name"]: _plain(c)
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        if isinstance(c, MutableMapping) and c.get("name") in names
+    }
 
 
 def _annotations(tpl: Template, parts: list[str], *, every: bool = False) -> dict[str, str]:

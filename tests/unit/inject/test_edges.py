@@ -380,3 +380,19 @@ def test_stdin_by_dash_and_a_missing_file_in_one_line(tmp_path) -> None:
     assert (
         err == f"sidecars inject: cannot read {tmp_path / 'nope.yaml'}: No such file or directory\n"
     )
+
+
+def test_an_edit_to_one_of_our_containers_is_replaced_and_reported() -> None:
+    code, out, err = inject(DEPLOYMENT, [])
+    assert code == 0, err
+    code, again, err = inject(out, [])
+    assert (code, again) == (0, out) and "warning: container" not in err, err
+    shipper = out.index("- name: log-shipper\n")
+    limit = out.index("memory: 192Mi", shipper)
+    edited = out[:limit] + "memory: 512Mi" + out[limit + len("memory: 192Mi") :]
+    code, again, err = inject(edited, [])
+    assert (code, again) == (0, out), err
+    assert (
+        "warning: container 'log-shipper' differed from what sidecars inject adds: replaced "
+        "(give its settings with --env)" in err
+    ), err
