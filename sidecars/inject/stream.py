@@ -218,7 +218,7 @@ class _Run:
             try:
                 injected, cm = self.workload(item, where, doc.text, base=indent_of(doc.text)[0])
             except InjectError as exc:
-                raise exc.located(doc.number, _line(item, doc.line)) from None
+                raise exc.located(doc.number, _line(item, doc.line), doc.line) from None
             changed = changed or injected
             if cm is not None:
                 items.insert(i, cm)
@@ -249,7 +249,7 @@ def _run(text: str, tpl: Template, opts: Options) -> Output:
         try:
             piece = run_.document(doc)
         except InjectError as exc:
-            raise exc.located(doc.number, doc.line) from None
+            raise exc.located(doc.number, doc.line, doc.line) from None
         if pieces and pieces[-1] and not pieces[-1].endswith("\n"):
             pieces[-1] += "\r\n" if "\r\n" in pieces[-1] else "\n"
         pieces.append(piece)

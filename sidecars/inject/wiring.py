@@ -98,7 +98,10 @@ def find_app(spec: Any, name: str | None) -> tuple[Any | None, str]:
     nginx = [c for c in containers if workloads.is_nginx_image(c.get("image"))]
     if len(nginx) > 1:
         names = ", ".join(repr(c.get("name")) for c in nginx)
-        raise InjectError(f"containers {names} all run nginx images: name one with --app-container")
+        raise InjectError(
+            f"containers {names} all run nginx images: name one with --app-container",
+            node=nginx[1],
+        )
     if not nginx:
         return None, "no container runs an nginx image (name the app with --app-container)"
     return nginx[0], ""
@@ -248,25 +251,34 @@ def inject(
     for c in [*inits, *regular]:
         shift_comments(c, column - ITEM_COLUMN)
 
-    taken = _names(spec.get("initContainers")) | _names(spec.get("containers"))
+    theirs = {
+        c.get("name"): c
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        if isinstance(c, MutableMapping)
+    }
     for c in [*inits, *regular]:
-        if c["name"] in taken:
+        if c["name"] in theirs:
             raise InjectError(
                 f"container {c['name']!r} already exists: sidecars inject adds its own; "
-                "rename yours"
+                "rename yours",
+                node=theirs[c["name"]],
             )
     _check_ports(spec, [*inits, *regular], tpl, opts)
     signals = _signals_nginx(parts, opts, tpl)
     if signals and spec.get("shareProcessNamespace") is False:
-        raise InjectError(_no_shared_pids(parts, opts, tpl))
+        raise InjectError(_no_shared_pids(parts, opts, tpl), node=spec, key="shareProcessNamespace")
     confd = _confd_volume(spec, app)
     volumes = tpl.volumes(parts)
     if confd is None:
         volumes.append(CommentedMap(name=nginx_conf.VOLUME, configMap=_our_config_map(config_map)))
+    their_volumes = {
+        v.get("name"): v for v in spec.get("volumes") or [] if isinstance(v, MutableMapping)
+    }
     for v in volumes:
-        if v["name"] in _names(spec.get("volumes")):
+        if v["name"] in their_volumes:
             raise InjectError(
-                f"volume {v['name']!r} already exists: sidecars inject adds its own; rename yours"
+                f"volume {v['name']!r} already exists: sidecars inject adds its own; rename yours",
+                node=their_volumes[v["name"]],
             )
     mounts = tpl.app_mounts(parts)
     for m in mounts:
@@ -281,7 +293,12 @@ def inject(
                 readOnly=True,
             )
         )
-    app_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
+    app_mounts = {
+        m.get("mountPath"): m
+        for m in app.get("volumeMounts") or []
+        if isinstance(m, MutableMapping)
+    }
+    app_paths = set(app_mounts)
     for path in app_paths:
         if (
             confd is None
@@ -299,13 +316,15 @@ def inject(
                 f"container {app.get('name')!r} mounts a volume at {path}: sidecars inject "
                 f"cannot add {nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY} inside it; mount a "
                 f"ConfigMap or projected volume at {nginx_conf.CONF_DIR}, or your files one by "
-                "one (subPath)"
+                "one (subPath)",
+                node=app_mounts[path],
             )
     for m in mounts:
         if m["mountPath"] in app_paths:
             raise InjectError(
                 f"container {app.get('name')!r} already mounts {m['mountPath']}, where sidecars "
-                f"inject mounts its {m['name']!r} volume"
+                f"inject mounts its {m['name']!r} volume",
+                node=app_mounts[m["mountPath"]],
             )
 
     created: list[str] = []
@@ -472,12 +491,14 @@ def _check_ports(spec: Any, ours: list[Any], tpl: Template, opts: Options) -> No
             if isinstance(number, int) and number in numbers:
                 raise InjectError(
                     f"container {c.get('name')!r} declares port {number}, {numbers[number]}; "
-                    "move yours"
+                    "move yours",
+                    node=port,
                 )
             if isinstance(name, str) and name in names:
                 raise InjectError(
                     f"container {c.get('name')!r} names a port {name!r}, as sidecars inject's "
-                    f"{names[name]!r} does; rename yours"
+                    f"{names[name]!r} does; rename yours",
+                    node=port,
                 )
 
 

@@ -396,3 +396,29 @@ def test_an_edit_to_one_of_our_containers_is_replaced_and_reported() -> None:
         "warning: container 'log-shipper' differed from what sidecars inject adds: replaced "
         "(give its settings with --env)" in err
     ), err
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "what"),
+    [
+        # The corpus Deployment has 14 lines: what is added starts on line 15.
+        ("        - name: log-shipper\n          image: busybox\n", 15, "container 'log-shipper'"),
+        ("        - name: other\n          image: nginx:1.26\n", 15, "all run nginx images"),
+        ("          ports: [{containerPort: 9113}]\n", 15, "declares port 9113"),
+        (
+            "          volumeMounts:\n            - {name: x, mountPath: /srv/site}\n",
+            16,
+            "/srv/site",
+        ),
+    ],
+)
+def test_a_refusal_names_the_line_of_what_is_wrong(extra: str, line: int, what: str) -> None:
+    err = refused(DEPLOYMENT + extra)
+    assert err.startswith(f"sidecars inject: document 1, line {line}: "), err
+    assert what in err, err
+
+
+def test_a_refusal_inside_a_later_document_counts_lines_from_the_stream() -> None:
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n"
+    err = refused(service + deployment(spec="      shareProcessNamespace: false\n"))
+    assert err.startswith("sidecars inject: document 2, line 16: the Pod sets"), err
