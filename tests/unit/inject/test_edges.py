@@ -422,3 +422,17 @@ def test_a_refusal_inside_a_later_document_counts_lines_from_the_stream() -> Non
     service = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n"
     err = refused(service + deployment(spec="      shareProcessNamespace: false\n"))
     assert err.startswith("sidecars inject: document 2, line 16: the Pod sets"), err
+
+
+def test_the_marker_records_this_version_and_an_older_injection_is_replaced() -> None:
+    from sidecars import __version__
+
+    code, out, err = inject(DEPLOYMENT, [])
+    assert code == 0, err
+    record = json.loads(pod_spec(out)["metadata"]["annotations"][MARKER])
+    assert record["version"] == __version__
+    older = out.replace(f'"version":"{__version__}"', '"version":"0.0.1"')
+    assert older != out
+    code, again, err = inject(older, [])
+    assert (code, again) == (0, out), err
+    assert "replacing an earlier injection" in err
