@@ -436,3 +436,19 @@ def test_the_marker_records_this_version_and_an_older_injection_is_replaced() ->
     code, again, err = inject(older, [])
     assert (code, again) == (0, out), err
     assert "replacing an earlier injection" in err
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["LOG_SHIPPER_LOKI_BEARER_TOKEN", "LOG_SHIPPER_LOKI_PASSWORD", "LOG_SHIPPER_HTTP_HEADER"],
+)
+def test_a_credential_is_never_written_into_the_manifest(name: str) -> None:
+    value = "Authorization: Bearer s3cr3t" if name.endswith("HEADER") else "s3cr3t"
+    err = refused(DEPLOYMENT, "--env", f"{name}={value}")
+    assert f"--env {name}: " in err and f"--env {name}_FILE=" in err, err
+    assert "s3cr3t" not in err
+    # The file setting is the way, as the template's comments show.
+    path = "/var/run/secrets/sidecars/x"  # the Pod's: not on this machine
+    code, out, err = inject(DEPLOYMENT, ["--env", f"{name}_FILE={path}"])
+    assert code == 0, err
+    assert f"value: {path}\n" in out
