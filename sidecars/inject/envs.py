@@ -4,11 +4,15 @@ fetchers) and checked by that part's own settings rules, as at the part's start.
 from __future__ import annotations
 
 import difflib
+import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 
 from sidecars import docs
 from sidecars.inject.errors import InjectError
 from sidecars.runtime.settings import Option, SettingsError, env_prefix, load, options
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,]+")
 
 
 def parse_pair(raw: str) -> tuple[str, str]:
@@ -58,6 +62,17 @@ def check(part: str, name: str, value: str) -> None:
             raise InjectError(f"--env {name}: empty, expected a path")
         return
     items = [v.strip() for v in value.split(",") if v.strip()] if opt.spec.repeatable else [value]
+    for url in _URL.findall(value):
+        try:
+            password = urllib.parse.urlsplit(url).password
+        except ValueError:
+            continue  # judged by the parser below
+        if password is not None:
+            raise InjectError(
+                f"--env {name}: a password in a URL is never written into a manifest; keep the "
+                "user in the URL and give the password as a file from a Secret (the part's "
+                "*_PASSWORD_FILE setting)"
+            )
     for item in items:
         try:
             opt.spec.parse(item)

@@ -452,3 +452,10 @@ def test_a_credential_is_never_written_into_the_manifest(name: str) -> None:
     code, out, err = inject(DEPLOYMENT, ["--env", f"{name}_FILE={path}"])
     assert code == 0, err
     assert f"value: {path}\n" in out
+
+
+def test_a_password_inside_a_url_is_never_written_into_the_manifest() -> None:
+    err = refused(DEPLOYMENT, "--env", "LOG_SHIPPER_SINK=stdout,loki=https://u:s3cr3t@loki.example")
+    assert "--env LOG_SHIPPER_SINK: a password in a URL" in err and "s3cr3t" not in err, err
+    code, _, err = inject(DEPLOYMENT, ["--env", "LOG_SHIPPER_SINK=loki=https://u@loki.example"])
+    assert code == 0, err
