@@ -459,3 +459,24 @@ def test_a_password_inside_a_url_is_never_written_into_the_manifest() -> None:
     assert "--env LOG_SHIPPER_SINK: a password in a URL" in err and "s3cr3t" not in err, err
     code, _, err = inject(DEPLOYMENT, ["--env", "LOG_SHIPPER_SINK=loki=https://u@loki.example"])
     assert code == 0, err
+
+
+def test_the_other_documents_come_back_byte_for_byte_and_in_order() -> None:
+    others = [
+        "# Source: chart/templates/sa.yaml\napiVersion: v1\nkind: ServiceAccount\n"
+        "metadata: &meta {name: web, labels: {a: b}}  # an anchor\n",
+        "",  # an empty document
+        "# only a comment\n",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s, labels: &l {a: b}}\n"
+        "spec:\n  selector: *l\n  ports: [{port: 80}]\n",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\nspec: {x: 0644}\n",
+    ]
+    text = "--- # first\n" + "---\n".join([*others[:2], DEPLOYMENT, *others[2:]])
+    code, out, err = inject(text, [])
+    assert code == 0, err
+    start = 0
+    for doc in others:
+        found = out.index(doc, start)
+        start = found + len(doc)
+    assert out.startswith("--- # first\n" + others[0] + "---\n---\n")
+    assert out.endswith("---\n".join(others[2:]))
