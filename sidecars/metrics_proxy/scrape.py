@@ -18,16 +18,15 @@ from prometheus_client import CollectorRegistry
 
 from sidecars.metrics_proxy.access_log import AccessLogMetrics
 from sidecars.metrics_proxy.client import Fetched, Fetcher, FetchError, describe
-from sidecars.metrics_proxy.collector import stub_status_families
-from sidecars.metrics_proxy.exposition import Family, Format, Labels, add_labels, render
+from sidecars.metrics_proxy.exposition import Family, Format, Labels, render
 from sidecars.metrics_proxy.merge import (
     ExpositionError,
     Merged,
     Parsed,
-    convert_metric,
     merge,
     parse_exposition,
 )
+from sidecars.metrics_proxy.own import OwnMetrics, OwnParts
 from sidecars.metrics_proxy.stub_status import StubStatus, StubStatusError, parse_stub_status
 from sidecars.metrics_proxy.telemetry import Telemetry
 from sidecars.metrics_proxy.worker import Busy, LoopThread
@@ -70,16 +69,19 @@ LARGE_SNAPSHOT = 20_000
 
 
 class Snapshot:
-    """The families of one round, with each encoding rendered at most once."""
+    """The families of one round (or only our own, as parts), with each encoding rendered at
+    most once."""
 
-    def __init__(self, families: Sequence[Family]) -> None:
-        self.families = families
-        self.samples = sum(len(family.samples) for family in families)
+    def __init__(self, families: Sequence[Family] | OwnParts) -> None:
+        self._parts = families if isinstance(families, OwnParts) else None
+        self.families = families if self._parts is None else ()
+        self.samples = sum(len(family.samples) for family in self.families)
         self._bodies: dict[tuple[Format, bool], bytes] = {}
         self._rendering: dict[tuple[Format, bool], asyncio.Future[bytes]] = {}
 
     def _render(self, fmt: Format, compressed: bool) -> bytes:
-        body = render(self.families, fmt)
+        parts = self._parts
+        body = render(self.families, fmt) if parts is None else parts.render(fmt)
         if compressed:
             body = gzip.compress(body, compresslevel=1, mtime=0)
         return body
@@ -111,15 +113,6 @@ class Snapshot:
                 self._rendering.pop(key, None)  # a failed rendering is tried again
         self._bodies[key] = body
         return body
-
-
-def registry_families(registry: CollectorRegistry) -> list[Family]:
-    families = []
-    for metric in registry.collect():
-        family = convert_metric(metric)
-        if family is not None:
-            families.append(family)
-    return families
 
 
 class SourceState:
@@ -220,6 +213,12 @@ class Scraper:
         self._stub_state = SourceState(STUB_STATUS)
         for upstream in self.upstreams:
             telemetry.upstream_up[upstream.name] = False
+        self.own = OwnMetrics(
+            telemetry=telemetry,
+            registry=registry,
+            access_log=access_log,
+            const_labels=const_labels,
+        )
         self._flight: SingleFlight[Snapshot] = SingleFlight(self._collect)
 
     async def snapshot(self) -> Snapshot:
@@ -306,15 +305,10 @@ class Scraper:
             )
         else:  # the common case; gather would cost a task per scrape
             status, fetched = await self._read_stub_status(), []
-        own = stub_status_families(status)
-        if self.access_log is not None:
-            own += self.access_log.families()
-        own += self.telemetry.families()
-        own += registry_families(self.registry)
-        own = [add_labels(family, self.const_labels) for family in own]
         upstream = [item for item in fetched if item is not None]
         if not upstream:  # our own families never collide among themselves
-            return Snapshot(own)
+            return Snapshot(self.own.parts(status))
+        own = self.own.families(status)
         # The upstreams' families carry the const labels already (added while parsing).
         if sum(len(f.samples) for _, families in upstream for f in families) < LARGE_SNAPSHOT:
             merged = merge(own, upstream)
