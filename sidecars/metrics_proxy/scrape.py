@@ -42,25 +42,61 @@ _PARSING = threading.Lock()
 
 
 class SingleFlight(Generic[T]):
-    """``run()`` starts ``produce`` unless a call is already in flight, then waits for that
-    one. A caller that goes away (client disconnect) does not cancel the shared call."""
+    """``run()`` calls ``produce`` unless a call is already in flight, then waits for that
+    call's outcome.
+
+    The first caller makes the call itself, in its own task: no task of its own for the call
+    and no extra turns of the event loop, which at one scrape at a time would cost more than
+    the scrape's own work. The others each wait on a future of their own, so one that goes away
+    (a client disconnect cancels it) leaves the rest waiting. When the first caller goes away
+    while others wait, the call is started again for them in a task, so they still get an
+    answer, and one made after they asked."""
 
     def __init__(self, produce: Callable[[], Awaitable[T]]) -> None:
         self._produce = produce
-        self._task: asyncio.Task[T] | None = None
+        self._flying = False
+        self._waiters: list[asyncio.Future[T]] = []
 
     async def run(self) -> T:
-        task = self._task
-        if task is None:
-            task = self._task = asyncio.ensure_future(self._produce())
-            task.add_done_callback(self._done)
-        return await asyncio.shield(task)
+        if self._flying:
+            waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            return await waiter
+        self._flying = True
+        try:
+            result = await self._produce()
+        except Exception as exc:
+            self._finish(None, exc)
+            raise
+        except BaseException:  # cancelled: the call is gone, not its outcome
+            if self._waiters:
+                task = asyncio.ensure_future(self._produce())
+                task.add_done_callback(self._landed)
+            else:
+                self._flying = False
+            raise
+        self._finish(result, None)
+        return result
 
-    def _done(self, task: asyncio.Task[T]) -> None:
-        if self._task is task:
-            self._task = None
-        if not task.cancelled():
-            task.exception()  # retrieved, so a failure nobody awaited is not logged as lost
+    def _landed(self, task: asyncio.Future[T]) -> None:
+        if task.cancelled():  # the process is stopping
+            waiters, self._waiters, self._flying = self._waiters, [], False
+            for waiter in waiters:
+                waiter.cancel()
+            return
+        error = task.exception()
+        self._finish(None if error is not None else task.result(), error)
+
+    def _finish(self, result: T | None, error: BaseException | None) -> None:
+        waiters, self._waiters = self._waiters, []
+        self._flying = False
+        for waiter in waiters:
+            if waiter.done():  # its caller went away
+                continue
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(result)  # type: ignore[arg-type]
 
 
 # A snapshot with more samples than this is rendered in a thread: a merged upstream can make
