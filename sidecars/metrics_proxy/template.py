@@ -28,15 +28,16 @@ class Template:
     with their samples' values replaced by ``values``, given in the families' sample order."""
 
     __slots__ = ("_patterns", "size")
+    _patterns: dict[Format, tuple[str, tuple[int, ...] | None]]
 
     def __init__(self, families: Sequence[Family]) -> None:
         self.size = sum(len(family.samples) for family in families)
         self._patterns = {fmt: self._pattern(families, fmt) for fmt in Format}
 
     @staticmethod
-    def _pattern(families: Sequence[Family], fmt: Format) -> tuple[str, tuple[int, ...]]:
+    def _pattern(families: Sequence[Family], fmt: Format) -> tuple[str, tuple[int, ...] | None]:
         """A %-format string with a ``%s`` per shown sample, and the index of each one's
-        value among all the samples (a format may leave some out)."""
+        value among all the samples where the format leaves some out (else None)."""
         parts: list[str] = []
         slots: list[int] = []
         first = 0
@@ -51,13 +52,25 @@ class Template:
                 parts.append(line.replace("%", "%%") + "%s\n")
                 slots.append(index[id(sample)])
             first += len(family.samples)
-        return "".join(parts), tuple(slots)
+        every = slots == list(range(first))
+        return "".join(parts), None if every else tuple(slots)
 
     def render(self, values: Sequence[float], fmt: Format) -> bytes:
         if len(values) != self.size:
             raise ValueError(f"{len(values)} values for a template of {self.size} samples")
         pattern, slots = self._patterns[fmt]
-        return (pattern % tuple([format_number(values[i]) for i in slots])).encode()
+        if slots is not None:  # the format leaves some samples out
+            values = [values[i] for i in slots]
+        # format_number inlined: a call per value would cost more than formatting it
+        return (
+            pattern
+            % tuple(
+                [
+                    str(v) if type(v) is int and -_EXACT < v < _EXACT else format_value(float(v))
+                    for v in values
+                ]
+            )
+        ).encode()
 
 
 class Block:
