@@ -42,7 +42,7 @@ def families(draw: st.DrawFn) -> list[Family]:
                 max_size=4,
             )
         )
-        help_text = draw(st.one_of(st.just(""), text, st.just("100% of it \\ \"quoted\"\n")))
+        help_text = draw(st.one_of(st.just(""), text, st.just('100% of it \\ "quoted"\n')))
         result.append(
             Family(name, kind, help_text, tuple(Sample(n, lbl, 0.0) for n, lbl in samples))
         )
@@ -202,3 +202,46 @@ def test_own_families_parts_match_with_nothing_observed() -> None:
     for status in (None, StubStatus(0, 2**60, 0, 0, 0, 0, 0)):
         for fmt in FORMATS:
             assert own.parts(status).render(fmt) == render(own.families(status), fmt)
+
+
+telemetry_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("scraped"), st.sampled_from(["ok", "unauthorized"])),
+        st.tuples(
+            st.just("fetched"),
+            st.sampled_from(["stub_status", "app", "db"]),
+            st.floats(0, 10),
+            st.sampled_from([None, "timeout", "connect", "parse"]),
+        ),
+        st.tuples(st.just("up"), st.sampled_from(["app", "db"]), st.booleans()),
+        st.tuples(
+            st.just("dropped"),
+            st.sampled_from(["app", "db"]),
+            st.sampled_from(["invalid", "name_collision"]),
+            st.integers(1, 5),
+        ),
+        st.tuples(st.just("collected")),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(telemetry_steps)
+def test_telemetry_values_follow_its_families(steps: list[tuple[object, ...]]) -> None:
+    telemetry = Telemetry()
+    for step in steps:
+        if step[0] == "scraped":
+            telemetry.scraped(step[1])  # type: ignore[arg-type]
+        elif step[0] == "fetched":
+            telemetry.fetched(step[1], step[2], step[3])  # type: ignore[arg-type]
+        elif step[0] == "up":
+            telemetry.upstream_up[step[1]] = step[2]  # type: ignore[index,assignment]
+        elif step[0] == "dropped":
+            telemetry.dropped_series(step[1], step[2], step[3])  # type: ignore[arg-type]
+        else:
+            telemetry.collections += 1
+        fams = telemetry.families()
+        template = Template(fams)
+        for fmt in FORMATS:
+            assert template.render(telemetry.values(), fmt) == render(fams, fmt, end=False)
