@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 
 from sidecars.metrics_proxy.access_log import AccessLogMetrics
 from sidecars.metrics_proxy.collector import stub_status_families, stub_status_values
@@ -26,10 +27,10 @@ T = TypeVar("T")
 _NOTHING = object()  # the key of nothing built yet: equal to no source's key
 
 
-def registry_families(metrics: Sequence[object]) -> list[Family]:
+def registry_families(metrics: Sequence[Metric]) -> list[Family]:
     families = []
     for metric in metrics:
-        family = convert_metric(metric)  # type: ignore[arg-type]
+        family = convert_metric(metric)
         if family is not None:
             families.append(family)
     return families
