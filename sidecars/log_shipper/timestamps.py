@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from sidecars.log_shipper.chunk_fields import LineTimes
 
 TIE_BREAK = 1_000_000
+_tie_break = TIE_BREAK.__rmod__  # offset -> offset % TIE_BREAK
+_add = int.__add__
 
 _ACCESS_TIME = re.compile(r"\[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\]")
 _ERROR_TIME = re.compile(r"(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2}) ")
@@ -123,6 +125,21 @@ class Stamper:
         self, lines: list[str], bounds: list[int], texts: list[str], parse: Callable[[str], int]
     ) -> list[int]:
         """``stamp()`` for fields holding one time variable, given its text per line."""
+        # Usually every line's time parses, and a chunk holds a few distinct seconds: parse
+        # each once, then stamp every line by C-level maps (no Python code per line).
+        known: dict[str, int] = {}
+        for text in dict.fromkeys(texts):
+            try:
+                own = parse(text) if text else None
+            except ValueError:
+                own = None
+            if own is None:  # a line without its own time: the loop below finds one
+                break
+            known[text] = own
+        else:
+            if texts:
+                self.anchor_ns = known[texts[-1]]
+                return list(map(_add, map(known.__getitem__, texts), map(_tie_break, bounds)))
         anchor = self.anchor_ns
         stamps: list[int] = []
         append = stamps.append
