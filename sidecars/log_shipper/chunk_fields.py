@@ -34,21 +34,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
-from sidecars.runtime.nginx_log import (
-    LONG_LINE,
-    TIME_FIELDS,
-    Literal,
-    LogFormatParser,
-    Variable,
-    tokenize_format,
-)
+from sidecars.runtime.nginx_log import LONG_LINE, TIME_FIELDS, LogFormatParser
 
 _CONTROL = [chr(code) for code in range(32) if code != 0x0A]  # newline joins the lines
 _TIME_PARSE = dict(TIME_FIELDS)
-_twice = tuple.__add__  # a row's values, for the line and again for its fields
 
 
 class LineTimes(NamedTuple):
@@ -83,7 +74,7 @@ class Deferred:
         """``json(lines)`` as UTF-8; ``joined``: ``"\\n".join(lines)`` as UTF-8."""
         return self._chunk_parser.json_utf8(lines, joined)
 
-    def tails(self, lines: list[str], joined: bytes) -> list[bytes] | None:
+    def tails(self, lines: list[str], joined: bytes) -> tuple[list[bytes], list[bytes]] | None:
         """``ChunkParser.tails``."""
         return self._chunk_parser.tails(lines, joined)
 
@@ -93,7 +84,7 @@ class Deferred:
 
 class ChunkParser:
     __slots__ = (
-        "_findall", "_findall_ascii", "_has_time", "_quotes", "_scan", "_scan_ascii", "_tail",
+        "_findall", "_findall_ascii", "_has_time", "_scan", "_scan_ascii", "_tail",
         "_template", "_template_ascii", "_time_parse", "deferred", "parser",
     )  # fmt: skip
 
@@ -104,7 +95,6 @@ class ChunkParser:
         self._template = ""
         self._template_ascii = b""
         self._tail: bytes | None = None
-        self._quotes = 0
         self._scan: Callable[[str], list[str]] | None = None
         self._scan_ascii: Callable[[str], list[str]] | None = None
         self._has_time = False
@@ -136,27 +126,10 @@ class ChunkParser:
         if full.isascii():
             self._findall_ascii = re.compile(full.encode(), re.MULTILINE).findall
             self._template_ascii = self._template.encode()
-            self._tail_template(names)
+            self._tail = b'","fields":' + self._template_ascii + b"}\n"
         if times:
             self._has_time = True
             self._time_parse = _TIME_PARSE[times[0]]
-
-    def _tail_template(self, names: tuple[str, ...]) -> None:
-        """The NDJSON record from its ``"line":"`` on, for one ``%`` over a row twice: the
-        line is the format's literals (JSON-escaped once, here) with the values between them,
-        which hold nothing to escape (see ``tails``). Only where each variable occurs once,
-        so that the row holds every value of the line."""
-        parts = tokenize_format(self.parser.format)
-        if tuple(part.name for part in parts if isinstance(part, Variable)) != names:
-            return
-        line = "".join(
-            encode_basestring(part.text)[1:-1].replace("%", "%%")
-            if isinstance(part, Literal) else "%s" for part in parts
-        )  # fmt: skip
-        tail = f'{line}","fields":{self._template}}}\n'
-        if tail.isascii():
-            self._tail = tail.encode()
-            self._quotes = sum(part.text.count('"') for part in parts if isinstance(part, Literal))
 
     def parse(self, texts: list[str]) -> tuple[list[Any], LineTimes | None]:
         """Per line: ``self.deferred``, a dict (parsed line by line), or None (it did not
@@ -195,26 +168,22 @@ class ChunkParser:
             return [_dumps(self.parser.parse(line)) for line in lines]
         return list(map(self._template.__mod__, rows))
 
-    def tails(self, lines: list[str], joined: bytes) -> list[bytes] | None:
-        """Per line the rest of its NDJSON record after ``"line":"``: the line as a JSON
-        string's content, ``","fields":``, the fields, ``}\\n`` (what encode.py writes for it);
-        None where this shortcut does not hold. ``joined``: the lines (deferred by this
-        parser) joined by newlines, as UTF-8.
+    def tails(self, lines: list[str], joined: bytes) -> tuple[list[bytes], list[bytes]] | None:
+        """The lines as JSON string contents, and per line the rest of its NDJSON record
+        from the line's closing quote: ``","fields":{...}}`` and the newline (what encode.py
+        writes for them); None where this shortcut does not hold. ``joined``: the lines
+        (deferred by this parser) joined by newlines, as UTF-8.
 
-        Every line matched, so its quotes are at least the format's; no more (one count over
-        the piece), no backslash and no control character (deferred lines have none) leave
-        nothing in a value to escape: the line's JSON text is the template's."""
-        if (
-            self._tail is None
-            or not joined.isascii()
-            or b"\\" in joined
-            or joined.count(b'"') != self._quotes * len(lines)
-        ):
+        Deferred lines hold no control character; without a backslash either, a quote is the
+        only thing to escape in a line, and a value (which holds no quote) has nothing to
+        escape at all."""
+        if self._tail is None or not joined.isascii() or b"\\" in joined:
             return None
         rows = self._findall_ascii(joined)  # type: ignore[misc]
-        if len(rows) != len(lines):
+        escaped = joined.replace(b'"', b'\\"').split(b"\n")
+        if len(rows) != len(lines) or len(escaped) != len(lines):
             return None
-        return list(map(self._tail.__mod__, map(_twice, rows, rows)))
+        return escaped, list(map(self._tail.__mod__, rows))
 
     def json_utf8(self, lines: list[str], joined: bytes) -> list[bytes]:
         """``json(lines)`` as UTF-8, given ``joined``: the lines joined by newlines, as UTF-8."""

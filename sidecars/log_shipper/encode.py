@@ -81,13 +81,13 @@ def _ndjson_piece(batch: Batch, after_stamp: bytes, start: int, stop: int) -> by
         values = batch.fields[start:stop]
         first = values[0]
         if first.__class__ is Deferred and values.count(first) == count:
-            # Lines parsed in one pass: each record's rest, line and fields, from one template.
+            # Lines parsed in one pass: their text and fields come out as bytes together.
             tails = first.tails(texts, joined)  # type: ignore[attr-defined]
             if tails is not None:
-                head = (b'{"ts_ns":%d' + after_stamp.replace(b"%", b"%%") + b'%d,"line":"')
-                records = [b""] * (2 * count)
-                records[1::2] = tails
-                records[0::2] = map(
+                head = b'{"ts_ns":%d' + after_stamp.replace(b"%", b"%%") + b'%d,"line":"'
+                records = [b""] * (3 * count)
+                records[1::3], records[2::3] = tails
+                records[0::3] = map(
                     head.__mod__,
                     zip(batch.timestamps[start:stop], batch.bounds[start:stop], strict=True),
                 )
