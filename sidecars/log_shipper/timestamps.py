@@ -17,10 +17,12 @@ time of reading, then:
 
 from __future__ import annotations
 
+import operator
 import re
 import time
 from collections.abc import Callable, Mapping
 from functools import lru_cache
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from sidecars.runtime.nginx_log import parse_time_local, timestamp_ns
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
     from sidecars.log_shipper.chunk_fields import LineTimes
 
 TIE_BREAK = 1_000_000
-_tie_break = TIE_BREAK.__rmod__  # offset -> offset % TIE_BREAK
-_add = int.__add__
 
 _ACCESS_TIME = re.compile(r"\[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\]")
 _ERROR_TIME = re.compile(r"(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2}) ")
@@ -139,7 +139,8 @@ class Stamper:
         else:
             if texts:
                 self.anchor_ns = known[texts[-1]]
-                return list(map(_add, map(known.__getitem__, texts), map(_tie_break, bounds)))
+                ties = map(operator.mod, bounds, repeat(TIE_BREAK))
+                return list(map(operator.add, map(known.__getitem__, texts), ties))
         anchor = self.anchor_ns
         stamps: list[int] = []
         append = stamps.append
