@@ -30,6 +30,8 @@ log = logging.getLogger("sidecars.metrics_proxy")
 STATE_KIND = "sidecars.metrics-proxy"
 STATE_VERSION = 1
 SAVE_INTERVAL = 1.0
+MAX_OFFSET = 2**53  # 8 PiB: past any log file, and exact in every JSON reader
+MAX_STATE_BYTES = 1 << 20  # a few positions take a few hundred bytes
 
 
 def start_at(setting: str, state_file: Path | None) -> str:
@@ -49,13 +51,15 @@ def decode(data: dict[str, Any]) -> dict[str, int]:
     for fingerprint, offset in files.items():
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"files[{fingerprint!r}] is not a non-negative integer: {offset!r}")
+        if offset > MAX_OFFSET:  # a read there fails (off_t), stopping the count
+            raise ValueError(f"files[{fingerprint!r}] is not a file offset: {offset!r}")
         positions[fingerprint] = offset
     return positions
 
 
 class Positions:
     def __init__(self, path: Path) -> None:
-        self.file = StateFile(path, STATE_KIND, STATE_VERSION)
+        self.file = StateFile(path, STATE_KIND, STATE_VERSION, max_bytes=MAX_STATE_BYTES)
         self.offsets: dict[str, int] = {}
         self._saved: dict[str, int] | None = None
         self._failing = False
