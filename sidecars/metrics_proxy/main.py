@@ -16,7 +16,7 @@ from sidecars.metrics_proxy.client import Fetcher
 from sidecars.metrics_proxy.endpoint import metrics_endpoint
 from sidecars.metrics_proxy.log_parsing import AccessLogParsing
 from sidecars.metrics_proxy.merge import UPSTREAM_ACCEPT
-from sidecars.metrics_proxy.positions import Positions, start_at
+from sidecars.metrics_proxy.positions import Positions, patterns, start_at
 from sidecars.metrics_proxy.scrape import Scraper, Upstream
 from sidecars.metrics_proxy.settings import PART, MetricsProxySettings, expanded_const_labels
 from sidecars.metrics_proxy.telemetry import Telemetry
@@ -160,7 +160,7 @@ class MetricsProxy:
                 if positions is not None:
                     positions.write(dict(known or {}))  # fails now, not later (logged)
                 tailer = Tailer(
-                    [str(settings.access_log)],
+                    patterns(settings.access_log, settings.state_file),
                     positions=known,
                     start_at=start_at(  # type: ignore[arg-type]
                         settings.access_log_start, settings.state_file

@@ -16,6 +16,7 @@ last interval.
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -32,6 +33,18 @@ STATE_VERSION = 1
 SAVE_INTERVAL = 1.0
 MAX_OFFSET = 2**53  # 8 PiB: past any log file, and exact in every JSON reader
 MAX_STATE_BYTES = 1 << 20  # a few positions take a few hundred bytes
+
+
+# The log-shipper's --rotate-bytes renames NAME to NAME.<UTC time>Z (log_shipper/rotate.py). A
+# rotation while the proxy is down leaves the lines written since its last save only there, so
+# with positions kept those files are followed too (a known one resumes at its position, an
+# unseen one was rotated unread and is read from its start).
+ROTATED_SUFFIX = ".[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9]*Z"
+
+
+def patterns(access_log: Path, state_file: Path | None) -> list[str]:
+    live = str(access_log)
+    return [live] if state_file is None else [live, glob.escape(live) + ROTATED_SUFFIX]
 
 
 def start_at(setting: str, state_file: Path | None) -> str:

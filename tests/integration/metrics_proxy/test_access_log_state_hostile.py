@@ -82,3 +82,32 @@ def test_a_huge_state_file_is_set_aside_in_bounded_memory(
     peak = vmhwm_kib(proxy.proc.pid)
     assert peak < 128 * 1024, f"VmHWM {peak} KiB"
     assert proxy.stop() == 0
+
+
+def test_lines_left_in_a_file_rotated_while_the_proxy_was_down_are_counted(
+    nginx: Site, proxies: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """The log-shipper rotates access.log to access.log.<UTC time>Z while the proxy restarts:
+    the lines written between the proxy's stop and the rename are only in the rotated file.
+    Before the fix the restarted proxy followed the live name alone and never counted them."""
+    state = tmp_path / "positions.json"
+    first = start(proxies, nginx, "--state-file", str(state))
+    send(nginx, "/", 5)
+    wait_for(first, {("200", "GET"): 5})
+    assert first.stop() == 0
+    send(nginx, "/missing", 3)  # into the file about to be rotated, never read by the first
+    written = nginx.access_log.read_bytes().count(b"\n")
+    rotated = nginx.access_log.with_name("access.log.20261201T120000.123456Z")
+    nginx.access_log.rename(rotated)
+    nginx.app.reopen_logs()
+    wait_until(nginx.access_log.exists, what="nginx reopened its access log")
+    # Another path: a first line identical to the rotated file's (same second, same request)
+    # would make the two files one content (runtime/tail/identity.py), which the shipper's
+    # rotation never produces (at most one rotation of a file per second).
+    send(nginx, "/index.html", 2)
+    second = start(proxies, nginx, "--state-file", str(state))
+    wait_for(second, {("404", "GET"): 3, ("200", "GET"): 2})
+    send(nginx, "/", 1)
+    wait_for(second, {("404", "GET"): 3, ("200", "GET"): 3})
+    assert written == 8 and rotated.read_bytes().count(b"\n") == 8  # nothing else went there
+    assert second.stop() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecars.metrics_proxy.positions import STATE_KIND, STATE_VERSION, Positions, decode, start_at
+from sidecars.metrics_proxy.positions import (
+    STATE_KIND,
+    STATE_VERSION,
+    Positions,
+    decode,
+    patterns,
+    start_at,
+)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
@@ -76,3 +84,15 @@ def test_a_failed_write_keeps_the_previous_file_and_is_retried(
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
     assert positions.save(["aa"])
     assert Positions(path).load() == {"aa": 30}
+
+
+def test_with_positions_kept_the_shippers_rotated_names_are_followed_too() -> None:
+    log = Path("/var/log/ng[x]/access.log")
+    assert patterns(log, None) == [str(log)]
+    live, rotated = patterns(log, Path("/state/positions.json"))
+    assert live == str(log)
+    match = fnmatch.fnmatchcase
+    assert match("/var/log/ng[x]/access.log.20261201T120000.123456Z", rotated)
+    for other in ("access.log.1", "access.log.1.gz", "access.log.20261201T120000.123456Z.gz"):
+        assert not match(f"/var/log/ng[x]/{other}", rotated), other
+    assert not match("/var/log/ngx/access.log.20261201T120000.123456Z", rotated)
