@@ -16,8 +16,11 @@ last interval.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import glob
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -45,6 +48,30 @@ ROTATED_SUFFIX = ".[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9]*Z"
 def patterns(access_log: Path, state_file: Path | None) -> list[str]:
     live = str(access_log)
     return [live] if state_file is None else [live, glob.escape(live) + ROTATED_SUFFIX]
+
+
+def lock(state_file: Path) -> int:
+    """Make this process the only one using ``state_file``: an ``flock`` on ``.<name>.lock``
+    beside it, held while the process runs (the kernel drops it at exit, SIGKILL included).
+    Each proxy saves only the files it follows, so a second one on the same file would erase
+    the first one's positions. The fd to keep open; ValueError when another process holds it
+    or it cannot be taken."""
+    path = state_file.with_name(f".{state_file.name}.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ValueError(f"cannot create the lock {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ValueError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        raise ValueError(
+            f"{state_file} is in use by another metrics-proxy (it holds {path}); give each "
+            "proxy its own state file"
+        ) from None
+    return fd
 
 
 def start_at(setting: str, state_file: Path | None) -> str:

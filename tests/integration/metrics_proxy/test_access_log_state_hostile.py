@@ -111,3 +111,30 @@ def test_lines_left_in_a_file_rotated_while_the_proxy_was_down_are_counted(
     wait_for(second, {("404", "GET"): 3, ("200", "GET"): 3})
     assert written == 8 and rotated.read_bytes().count(b"\n") == 8  # nothing else went there
     assert second.stop() == 0
+
+
+def test_a_second_proxy_on_the_same_state_file_is_refused(
+    nginx: Site, proxies: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """Each proxy writes only the files it follows: two on one state file erase each other's
+    positions (and, in separate PID namespaces, both pid 1, share a temp file name), so a
+    restart counts a log again. The first one keeps counting; the second stops at start."""
+    state = tmp_path / "positions.json"
+    first = start(proxies, nginx, "--state-file", str(state))
+    second = proxies(
+        "--stub-status-url",
+        nginx.stub_status_url,
+        "--access-log",
+        str(nginx.access_log),
+        "--state-file",
+        str(state),
+    )
+    assert second.proc.wait(timeout=15) == 2
+    assert "--state-file" in second.proc.output() and "in use" in second.proc.output()
+    send(nginx, "/", 2)
+    wait_for(first, {("200", "GET"): 2})
+    assert first.stop() == 0
+    third = start(proxies, nginx, "--state-file", str(state))  # the lock went with the first
+    send(nginx, "/", 1)
+    wait_for(third, {("200", "GET"): 1})
+    assert third.stop() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import json
+import os
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -18,6 +19,7 @@ from sidecars.metrics_proxy.positions import (
     STATE_VERSION,
     Positions,
     decode,
+    lock,
     patterns,
     start_at,
 )
@@ -96,3 +98,18 @@ def test_with_positions_kept_the_shippers_rotated_names_are_followed_too() -> No
     for other in ("access.log.1", "access.log.1.gz", "access.log.20261201T120000.123456Z.gz"):
         assert not match(f"/var/log/ng[x]/{other}", rotated), other
     assert not match("/var/log/ngx/access.log.20261201T120000.123456Z", rotated)
+
+
+def test_the_state_lock_is_exclusive_and_names_the_file(tmp_path: Path) -> None:
+    state = tmp_path / "positions.json"
+    fd = lock(state)
+    try:
+        with pytest.raises(ValueError, match="in use by another metrics-proxy"):
+            lock(state)
+    finally:
+        os.close(fd)
+    os.close(lock(state))  # free again once the holder closed it
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:
+        with pytest.raises(ValueError, match="cannot create the lock"):
+            lock(tmp_path / "ro" / "positions.json")
