@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import glob
 import logging
 import os
 import re
@@ -95,7 +96,7 @@ class RotationLock:
     def take(cls, patterns: Sequence[str]) -> RotationLock:
         fds: list[int] = []
         try:
-            for directory in sorted(watch_roots(patterns)[0]):
+            for directory in lock_directories(patterns):
                 fds.append(_lock(os.path.join(directory, LOCK_NAME)))
         except BaseException:
             for fd in fds:
@@ -107,6 +108,18 @@ class RotationLock:
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+
+
+def lock_directories(patterns: Sequence[str]) -> list[str]:
+    """Where to take the lock: each glob's fixed root, and, for a glob in a directory
+    component (``logs/*/access.log``), each directory it matches now, so that it and a
+    shipper given one of them by name (``logs/a/access.log``) find each other's lock."""
+    directories = set(watch_roots(patterns)[0])
+    for pattern in patterns:
+        parent = os.path.dirname(os.path.abspath(pattern))
+        if glob.has_magic(parent):  # type: ignore[attr-defined]
+            directories.update(d for d in glob.glob(parent) if os.path.isdir(d))
+    return sorted(directories)
 
 
 def _lock(path: str) -> int:

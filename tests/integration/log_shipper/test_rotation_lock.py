@@ -81,3 +81,41 @@ def test_a_read_only_logs_directory_is_refused_at_start_when_rotating(tmp_path: 
             proc.stop()
         out = proc.output()
         assert "cannot create the rotation lock" in out and "read-write" in out, out
+
+
+@pytest.mark.parametrize("first_glob", [True, False], ids=["glob-first", "name-first"])
+def test_overlapping_globs_through_a_directory_glob_are_one_logs_directory(
+    tmp_path: Path, shippers: list[Shipper], first_glob: bool
+) -> None:
+    """``logs/*/access.log`` and ``logs/a/access.log`` rotate the same file. The lock was taken
+    in the glob's fixed root only (``logs/`` for one, ``logs/a/`` for the other), so both ran
+    and each deleted rotated files once its own sinks had them."""
+    logs = tmp_path / "logs"
+    (logs / "a").mkdir(parents=True)
+    (logs / "a" / "access.log").write_text("a line\n")
+    by_glob = ["--paths", str(logs / "*" / "access.log")]
+    by_name = ["--paths", str(logs / "a" / "access.log")]
+    first = Shipper(
+        tmp_path / "first", *(by_glob if first_glob else by_name),
+        "--sink", "stdout", "--rotate-bytes", "1MiB",
+    )  # fmt: skip
+    shippers.append(first.start())
+    wait_until(
+        lambda: http_get(f"http://127.0.0.1:{first.port}/readyz")[0] == 200,
+        what="the first shipper ready",
+    )
+    second = Shipper(
+        tmp_path / "second", *(by_name if first_glob else by_glob),
+        "--sink", "stdout", "--rotate-bytes", "1MiB",
+    )  # fmt: skip
+    cmd = sidecars_cmd(
+        "log-shipper", "--listen", f"127.0.0.1:{second.port}",
+        "--state-file", str(tmp_path / "second.json"), *second.args,
+    )  # fmt: skip
+    proc = Proc(cmd, tmp_path / "second.out", cwd=REPO)
+    try:
+        assert proc.wait(timeout=20) == 2, proc.output()
+    finally:
+        proc.stop()
+    assert "another log-shipper already rotates the logs in" in proc.output()
+    assert str(logs / "a") in proc.output()

@@ -13,7 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecars.log_shipper.retention import RotatedFile, held_bytes, over_cap, unacked
-from sidecars.log_shipper.rotate import rotated_name, rotated_patterns, rotation_of
+from sidecars.log_shipper.rotate import (
+    lock_directories,
+    rotated_name,
+    rotated_patterns,
+    rotation_of,
+)
 from sidecars.runtime.nginx_proc import NginxNotFound, find_master
 from sidecars.runtime.tail import Tailer
 
@@ -373,3 +378,13 @@ def test_a_reopen_nginx_could_not_do_is_asked_for_again_until_the_live_name_is_b
     rotator.turn()
     rotator.turn()
     assert signalled == [10, 10, 10]
+
+
+def test_lock_directories_cover_what_a_directory_glob_matches(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "c.log").write_text("")  # a file: no lock goes in it
+    assert lock_directories([str(tmp_path / "*" / "access.log")]) == sorted(
+        [str(tmp_path), str(tmp_path / "a"), str(tmp_path / "b")]
+    )
+    assert lock_directories([str(tmp_path / "a" / "*.log")]) == [str(tmp_path / "a")]
