@@ -3,6 +3,8 @@ delete rotated files once *its* sinks have them) stops at start naming the first
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
@@ -119,3 +121,52 @@ def test_overlapping_globs_through_a_directory_glob_are_one_logs_directory(
         proc.stop()
     assert "another log-shipper already rotates the logs in" in proc.output()
     assert str(logs / "a") in proc.output()
+
+
+def test_a_lock_file_deleted_or_replaced_while_held_is_taken_back(
+    tmp_path: Path, shippers: list[Shipper]
+) -> None:
+    """The lock is the flock on one inode: once its name is deleted (a cleanup of old files in
+    the logs volume), a second shipper created a new file, locked it and rotated beside the
+    first. The holder now puts its lock back under the name; one that finds the name held by
+    another process stops rotating there (and says so) rather than rotate beside it."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "access.log").write_text("a line\n")
+    lock = logs / ".log-shipper-rotation.lock"
+    first = Shipper(
+        tmp_path / "first",
+        "--paths", str(logs / "access.log"),
+        "--sink", "stdout",
+        "--rotate-bytes", "4KiB",
+    )  # fmt: skip
+    shippers.append(first.start())
+    wait_until(lock.exists, what="the lock taken")
+    lock.unlink()
+    wait_until(lock.exists, timeout=10, what="the lock put back under its name")
+    second = Proc(rotating(tmp_path / "second", logs), tmp_path / "second.out", cwd=REPO)
+    try:
+        assert second.wait(timeout=20) == 2, second.output()
+    finally:
+        second.stop()
+    assert "another log-shipper already rotates the logs in" in second.output()
+    # Replaced by a file another process holds: the first stops rotating and says why.
+    lock.unlink()
+    other = tmp_path / "other.lock"
+    fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.rename(lock)
+        wait_until(
+            lambda: "another process holds the rotation lock" in first.output(),
+            timeout=10,
+            what="the first shipper giving up rotating",
+        )
+        with (logs / "access.log").open("a") as f:
+            f.write("x" * 100 + "\n" + ("y" * 99 + "\n") * 80)
+        # Not rotated meanwhile (a rotation would be logged within CHECK_INTERVAL of the size).
+        with pytest.raises(AssertionError):
+            wait_until(lambda: '"msg": "rotated"' in first.output(), timeout=2, what="rotation")
+    finally:
+        os.close(fd)
+    assert first.proc.popen.poll() is None  # type: ignore[union-attr]
