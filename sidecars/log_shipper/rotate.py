@@ -235,8 +235,9 @@ class Rotator:
         if problem is not None:  # nothing renamed nor deleted meanwhile: nothing is lost
             self._warn_once(
                 "lock",
-                "another process holds the rotation lock; not rotating nor deleting rotated "
-                "files until it is this shipper's again",
+                "rotation lock lost (another process holds it, or it cannot be put back: "
+                "see error); not rotating nor deleting rotated files until it is this "
+                "shipper's again",
                 error=problem,
             )
             return

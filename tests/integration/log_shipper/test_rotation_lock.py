@@ -158,7 +158,7 @@ def test_a_lock_file_deleted_or_replaced_while_held_is_taken_back(
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         other.rename(lock)
         wait_until(
-            lambda: "another process holds the rotation lock" in first.output(),
+            lambda: "rotation lock lost" in (out := first.output()) and "another log-" in out,
             timeout=10,
             what="the first shipper giving up rotating",
         )
