@@ -260,7 +260,7 @@ class Rotator:
                 )
                 # Reopening is idempotent, and nginx does not retry a reopen that failed: ask
                 # again, so the live name comes back once the cause is gone.
-                newest = max(regular_files([f"{path}.[0-9]*Z"]), default=None)
+                newest = max(regular_files([f"{glob.escape(path)}.[0-9]*Z"]), default=None)
                 if newest is not None and rotation_of(newest) is not None:
                     self._signal_again(path, newest)
                 self._renamed[path] = now
