@@ -46,8 +46,9 @@ ROTATED_SUFFIX = ".[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9]*Z"
 
 
 def patterns(access_log: Path, state_file: Path | None) -> list[str]:
-    live = str(access_log)
-    return [live] if state_file is None else [live, glob.escape(live) + ROTATED_SUFFIX]
+    """The tailer's globs for ``access_log`` (a path: a '[' in it is no glob)."""
+    live = glob.escape(str(access_log))
+    return [live] if state_file is None else [live, live + ROTATED_SUFFIX]
 
 
 def lock(state_file: Path) -> int:
