@@ -13,6 +13,8 @@ from sidecars.inject.errors import InjectError
 from sidecars.runtime.settings import Option, SettingsError, env_prefix, load, options
 
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,]+")
+# A ',' may be part of a URL's userinfo, so a password holding one is only seen whole here.
+_URL_WITH_COMMAS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
 
 
 def parse_pair(raw: str) -> tuple[str, str]:
@@ -62,7 +64,7 @@ def check(part: str, name: str, value: str) -> None:
             raise InjectError(f"--env {name}: empty, expected a path")
         return
     items = [v.strip() for v in value.split(",") if v.strip()] if opt.spec.repeatable else [value]
-    for url in _URL.findall(value):
+    for url in [*_URL.findall(value), *_URL_WITH_COMMAS.findall(value)]:
         try:
             password = urllib.parse.urlsplit(url).password
         except ValueError:

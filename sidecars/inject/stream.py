@@ -99,6 +99,9 @@ class _Run:
         self.users = users  # the input's own ConfigMaps: ours must not take their names
         # ours -> the workload it was emitted for, and where that is
         self.emitted: dict[tuple[str | None, str | None], tuple[str, str]] = {}
+        # id of each Pod template and spec injected -> (the node, kept alive so its id is not
+        # reused; its workload)
+        self.shared: dict[int, tuple[Any, str]] = {}
 
     def config_map(self, doc: Any) -> Any:
         meta = doc.get("metadata") or {}
@@ -143,6 +146,7 @@ class _Run:
                 )
         cm = self.config_map(doc)
         key, owner = _key(cm), workloads.describe(doc)
+        self._own(holder, owner)
         if key in self.users:
             raise InjectError(
                 f"ConfigMap/{key[1]} is in the input already, but sidecars inject emits its own "
@@ -172,6 +176,20 @@ class _Run:
         )
         self.report.append(line + "".join(f"; warning: {w}" for w in result.warnings))
         return True, cm if emit else None
+
+    def _own(self, holder: Any, owner: str) -> None:
+        """Refuse a Pod template (or spec) that is a node of another workload's: a YAML alias
+        makes them one, and injecting one would change (then re-inject) the other."""
+        nodes = [node for node in (holder, holder.get("spec")) if isinstance(node, dict)]
+        for node in nodes:
+            if id(node) in self.shared:
+                raise InjectError(
+                    f"{owner}: its Pod template is {self.shared[id(node)][1]}'s (a YAML alias): "
+                    "injecting one would change both; write the template out in each workload",
+                    node=node,
+                )
+        for node in nodes:
+            self.shared[id(node)] = (node, owner)
 
     def document(self, doc: Document) -> str:
         data = doc.data

@@ -51,6 +51,9 @@ CREATED = (
     "annotations",
     "workload.annotations",
 )
+# Marks a created key that was there with no value (``volumes:``): removal gives it back empty,
+# in its place, rather than deleting it.
+EMPTY = "=null"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,8 +79,8 @@ def _map(node: MutableMapping[str, Any], key: str, created: list[str], tag: str)
     if not isinstance(node.get(key), MutableMapping):
         if key in node and node[key] is not None:
             raise InjectError(f"{tag} is not a mapping")
+        created.append(tag + EMPTY if key in node else tag)
         node[key] = CommentedMap()
-        created.append(tag)
     return node[key]
 
 
@@ -85,9 +88,17 @@ def _seq(node: MutableMapping[str, Any], key: str, created: list[str], tag: str)
     if not isinstance(node.get(key), list):
         if key in node and node[key] is not None:
             raise InjectError(f"{tag} is not a list")
+        created.append(tag + EMPTY if key in node else tag)
         node[key] = CommentedSeq()
-        created.append(tag)
     return node[key]
+
+
+def _uncreate(node: MutableMapping[str, Any], key: str, tag: str, created: set[str]) -> None:
+    """Undo ``_map``/``_seq`` of a key left empty: gone again, or back to no value."""
+    if tag in created:
+        node.pop(key, None)
+    elif tag + EMPTY in created and key in node:
+        node[key] = None
 
 
 def find_app(spec: Any, name: str | None) -> tuple[Any | None, str]:
@@ -580,7 +591,7 @@ def record_of(holder: Any, tpl: Template) -> dict[str, Any] | None:
         ("pod", set(tpl.pod)),
         ("securityContext", set(tpl.pod.get("securityContext") or {})),
         ("annotations", set(tpl.annotations) | prometheus),
-        ("created", set(CREATED)),
+        ("created", set(CREATED) | {tag + EMPTY for tag in CREATED}),
         ("checkov", None),
     ):
         names = record.get(key, [])
@@ -635,8 +646,8 @@ def uninject(holder: Any, tpl: Template, top: Any = None) -> dict[str, Any] | No
         for key in record.get("checkov", []):
             if theirs.get(key) in ours:  # only a skip of ours, still as we wrote it
                 del theirs[key]
-        if "workload.annotations" in created and not theirs and top is not holder:
-            del top_meta["annotations"]
+        if not theirs and top is not holder:
+            _uncreate(top_meta, "annotations", "workload.annotations", created)
     _drop(spec.get("initContainers"), record.get("initContainers", []))
     _drop(spec.get("containers"), record.get("containers", []))
     _drop(spec.get("volumes"), record.get("volumes", []))
@@ -644,8 +655,8 @@ def uninject(holder: Any, tpl: Template, top: Any = None) -> dict[str, Any] | No
     for app in spec.get("containers") or []:
         if isinstance(app, MutableMapping) and app.get("name") == record.get("app"):
             _drop(app.get("volumeMounts"), record.get("appMounts", []), key="mountPath")
-            if "app.volumeMounts" in created and not app.get("volumeMounts"):
-                app.pop("volumeMounts", None)
+            if not app.get("volumeMounts"):
+                _uncreate(app, "volumeMounts", "app.volumeMounts", created)
     # A field we set that the user has changed since is theirs now: kept, and not set again.
     for key in record.get("pod", []):
         if key in spec and spec[key] == tpl.pod.get(key):
@@ -657,8 +668,8 @@ def uninject(holder: Any, tpl: Template, top: Any = None) -> dict[str, Any] | No
             if key in security and security[key] == ours.get(key):
                 del security[key]
     for key in ("initContainers", "volumes", "securityContext"):
-        if key in created and not spec.get(key):
-            spec.pop(key, None)
+        if not spec.get(key):
+            _uncreate(spec, key, key, created)
     meta = holder["metadata"]
     annotations = meta["annotations"]
     set_before = _annotations(tpl, tpl.part_order, every=True)
@@ -666,8 +677,8 @@ def uninject(holder: Any, tpl: Template, top: Any = None) -> dict[str, Any] | No
         if key in annotations and annotations[key] == set_before.get(key):
             del annotations[key]
     annotations.pop(MARKER, None)
-    if "annotations" in created and not annotations:
-        del meta["annotations"]
-    if "metadata" in created and not meta:
-        del holder["metadata"]
+    if not annotations:
+        _uncreate(meta, "annotations", "annotations", created)
+    if not meta:
+        _uncreate(holder, "metadata", "metadata", created)
     return record

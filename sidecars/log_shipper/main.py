@@ -214,7 +214,7 @@ class Shipper:
             )
             self.pipelines.append(pipeline)
         self.rotator = (
-            Rotator(settings, checkpointer, lambda: self.pipelines, metrics)
+            Rotator(settings, checkpointer, lambda: self.pipelines, metrics, self.rotation_lock)
             if settings.rotate_bytes
             else None
         )

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import glob
 import logging
 import os
 import re
@@ -88,25 +89,62 @@ class RotationLocked(Exception):
 class RotationLock:
     """The ``flock``s that make this shipper the only one rotating in its log directories."""
 
-    def __init__(self, fds: list[int]) -> None:
-        self.fds = fds
+    def __init__(self, held: dict[str, int]) -> None:
+        self.held = held  # lock path -> its locked fd
 
     @classmethod
     def take(cls, patterns: Sequence[str]) -> RotationLock:
-        fds: list[int] = []
+        held: dict[str, int] = {}
         try:
-            for directory in sorted(watch_roots(patterns)[0]):
-                fds.append(_lock(os.path.join(directory, LOCK_NAME)))
+            for directory in lock_directories(patterns):
+                path = os.path.join(directory, LOCK_NAME)
+                held[path] = _lock(path)
         except BaseException:
-            for fd in fds:
+            for fd in held.values():
                 os.close(fd)
             raise
-        return cls(fds)
+        return cls(held)
+
+    def check(self) -> str | None:
+        """Whether each lock is still the file under its name. The flock is on an inode: were
+        the name deleted (a cleanup of the volume), the next shipper would lock a new file and
+        rotate beside this one. A lock whose name is gone is put back; None when all hold, else
+        what stops this shipper from rotating (another process holds the file there now)."""
+        for path, fd in list(self.held.items()):
+            try:
+                named = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                named = None
+            except OSError as exc:
+                return f"cannot check the rotation lock {path}: {exc.strerror or exc}"
+            mine = os.fstat(fd)
+            if named is not None and (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino):
+                continue
+            try:
+                again = _lock(path)
+            except RotationLocked as exc:
+                return str(exc)
+            os.close(fd)
+            self.held[path] = again
+            log.warning("rotation lock was deleted or replaced; taken again", extra=kv(path=path))
+        return None
 
     def release(self) -> None:
-        for fd in self.fds:
+        for fd in self.held.values():
             os.close(fd)
-        self.fds = []
+        self.held = {}
+
+
+def lock_directories(patterns: Sequence[str]) -> list[str]:
+    """Where to take the lock: each glob's fixed root, and, for a glob in a directory
+    component (``logs/*/access.log``), each directory it matches now, so that it and a
+    shipper given one of them by name (``logs/a/access.log``) find each other's lock."""
+    directories = set(watch_roots(patterns)[0])
+    for pattern in patterns:
+        parent = os.path.dirname(os.path.abspath(pattern))
+        if glob.has_magic(parent):  # type: ignore[attr-defined]
+            directories.update(d for d in glob.glob(parent) if os.path.isdir(d))
+    return sorted(directories)
 
 
 def _lock(path: str) -> int:
@@ -164,6 +202,7 @@ class Rotator:
         checkpointer: Checkpointer,
         pipelines: Callable[[], Sequence[Any]],
         metrics: ShipperMetrics,
+        lock: RotationLock | None = None,
         proc: Path = Path("/proc"),
     ) -> None:
         self.patterns = list(settings.paths)
@@ -176,6 +215,7 @@ class Rotator:
         self.pipelines = pipelines
         self.metrics = metrics
         self.proc = proc
+        self.lock = lock
         self._renamed: dict[str, float] = {}  # live path -> when renamed, until nginx reopened
         self._warned: set[str] = set()
         self._rotated_at: dict[str, float] = {}  # live path -> when last rotated
@@ -191,6 +231,19 @@ class Rotator:
     # --- one look --------------------------------------------------------------------------------
 
     def turn(self) -> None:
+        problem = None if self.lock is None else self.lock.check()
+        if problem is not None:  # nothing renamed nor deleted meanwhile: nothing is lost
+            self._warn_once(
+                "lock",
+                "rotation lock lost (another process holds it, or it cannot be put back: "
+                "see error); not rotating nor deleting rotated files until it is this "
+                "shipper's again",
+                error=problem,
+            )
+            return
+        if "lock" in self._warned:
+            self._warned.discard("lock")
+            log.info("rotation lock held again; rotating")
         now = time.monotonic()
         live = self._live()
         for path in list(self._renamed):
@@ -207,7 +260,7 @@ class Rotator:
                 )
                 # Reopening is idempotent, and nginx does not retry a reopen that failed: ask
                 # again, so the live name comes back once the cause is gone.
-                newest = max(regular_files([f"{path}.[0-9]*Z"]), default=None)
+                newest = max(regular_files([f"{glob.escape(path)}.[0-9]*Z"]), default=None)
                 if newest is not None and rotation_of(newest) is not None:
                     self._signal_again(path, newest)
                 self._renamed[path] = now

@@ -16,7 +16,7 @@ from sidecars.metrics_proxy.client import Fetcher
 from sidecars.metrics_proxy.endpoint import metrics_endpoint
 from sidecars.metrics_proxy.log_parsing import AccessLogParsing
 from sidecars.metrics_proxy.merge import UPSTREAM_ACCEPT
-from sidecars.metrics_proxy.positions import Positions, start_at
+from sidecars.metrics_proxy.positions import Positions, lock, patterns, start_at
 from sidecars.metrics_proxy.scrape import Scraper, Upstream
 from sidecars.metrics_proxy.settings import PART, MetricsProxySettings, expanded_const_labels
 from sidecars.metrics_proxy.telemetry import Telemetry
@@ -90,6 +90,7 @@ class MetricsProxy:
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
+        self.state_lock: int | None = None
         self.scraper: Scraper | None = None
         self.access: AccessLogMetrics | None = None
         self.parsing: AccessLogParsing | None = None
@@ -102,6 +103,11 @@ class MetricsProxy:
                 f"--state-file (METRICS_PROXY_STATE_FILE): {settings.state_file.parent} is not "
                 "a directory (mount a volume there)"
             )
+        if settings.state_file is not None:
+            try:
+                self.state_lock = lock(settings.state_file)  # held until the process ends
+            except ValueError as exc:
+                raise SettingsError(f"--state-file (METRICS_PROXY_STATE_FILE): {exc}") from None
         telemetry = Telemetry()
         if settings.access_log is not None:
             self.access = AccessLogMetrics(
@@ -160,7 +166,7 @@ class MetricsProxy:
                 if positions is not None:
                     positions.write(dict(known or {}))  # fails now, not later (logged)
                 tailer = Tailer(
-                    [str(settings.access_log)],
+                    patterns(settings.access_log, settings.state_file),
                     positions=known,
                     start_at=start_at(  # type: ignore[arg-type]
                         settings.access_log_start, settings.state_file

@@ -16,7 +16,11 @@ last interval.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
+import glob
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,6 +34,45 @@ log = logging.getLogger("sidecars.metrics_proxy")
 STATE_KIND = "sidecars.metrics-proxy"
 STATE_VERSION = 1
 SAVE_INTERVAL = 1.0
+MAX_OFFSET = 2**53  # 8 PiB: past any log file, and exact in every JSON reader
+MAX_STATE_BYTES = 1 << 20  # a few positions take a few hundred bytes
+
+
+# The log-shipper's --rotate-bytes renames NAME to NAME.<UTC time>Z (log_shipper/rotate.py). A
+# rotation while the proxy is down leaves the lines written since its last save only there, so
+# with positions kept those files are followed too (a known one resumes at its position, an
+# unseen one was rotated unread and is read from its start).
+ROTATED_SUFFIX = ".[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9]*Z"
+
+
+def patterns(access_log: Path, state_file: Path | None) -> list[str]:
+    """The tailer's globs for ``access_log`` (a path: a '[' in it is no glob)."""
+    live = glob.escape(str(access_log))
+    return [live] if state_file is None else [live, live + ROTATED_SUFFIX]
+
+
+def lock(state_file: Path) -> int:
+    """Make this process the only one using ``state_file``: an ``flock`` on ``.<name>.lock``
+    beside it, held while the process runs (the kernel drops it at exit, SIGKILL included).
+    Each proxy saves only the files it follows, so a second one on the same file would erase
+    the first one's positions. The fd to keep open; ValueError when another process holds it
+    or it cannot be taken."""
+    path = state_file.with_name(f".{state_file.name}.lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ValueError(f"cannot create the lock {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ValueError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        raise ValueError(
+            f"{state_file} is in use by another metrics-proxy (it holds {path}); give each "
+            "proxy its own state file"
+        ) from None
+    return fd
 
 
 def start_at(setting: str, state_file: Path | None) -> str:
@@ -49,13 +92,15 @@ def decode(data: dict[str, Any]) -> dict[str, int]:
     for fingerprint, offset in files.items():
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"files[{fingerprint!r}] is not a non-negative integer: {offset!r}")
+        if offset > MAX_OFFSET:  # a read there fails (off_t), stopping the count
+            raise ValueError(f"files[{fingerprint!r}] is not a file offset: {offset!r}")
         positions[fingerprint] = offset
     return positions
 
 
 class Positions:
     def __init__(self, path: Path) -> None:
-        self.file = StateFile(path, STATE_KIND, STATE_VERSION)
+        self.file = StateFile(path, STATE_KIND, STATE_VERSION, max_bytes=MAX_STATE_BYTES)
         self.offsets: dict[str, int] = {}
         self._saved: dict[str, int] | None = None
         self._failing = False

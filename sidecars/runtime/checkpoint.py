@@ -30,16 +30,22 @@ class Loaded:
 
 
 class StateFile:
-    def __init__(self, path: Path, kind: str, version: int) -> None:
+    def __init__(
+        self, path: Path, kind: str, version: int, *, max_bytes: int | None = None
+    ) -> None:
         self.path = path
+        self.max_bytes = max_bytes  # a larger file is set aside unread (memory bound)
         self.kind = kind  # guards against pointing two different parts at one file
         self.version = version
 
     def load(self) -> Loaded:
         try:
-            raw = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                raw = f.read() if self.max_bytes is None else f.read(self.max_bytes + 1)
         except FileNotFoundError:
             return Loaded(None)
+        if self.max_bytes is not None and len(raw) > self.max_bytes:
+            return self.set_aside(f"state file is larger than {self.max_bytes} bytes")
         problem = self._problem(raw)
         if problem is None:
             return Loaded(json.loads(raw)["data"])

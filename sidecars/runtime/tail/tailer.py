@@ -352,6 +352,16 @@ class Tailer:
     def _new_stream(self, fingerprint: str, source: _Source) -> _Stream:
         splitter = LineSplitter(self.max_line_bytes, self.long_lines)
         known = self._positions.get(fingerprint)
+        if known is not None and known > source.size and source.initial:
+            # A checkpoint past the end of a file found at start: only a truncation (refilled
+            # with the same first line) or a state file not written by us does that, and what
+            # the file holds now was never read. (A file found later may be a copy still being
+            # written: its known position stands, so nothing is read twice.)
+            log.warning(
+                "saved position is past the end of the file; reading it from its start",
+                extra=kv(path=source.path, fingerprint=fingerprint, saved=known, size=source.size),
+            )
+            known = 0
         if known is not None:
             position = known
             how = "checkpoint"

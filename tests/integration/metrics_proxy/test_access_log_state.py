@@ -115,7 +115,11 @@ def test_a_full_state_volume_keeps_counting_and_the_last_file_whole(
         send(nginx, "/missing", 1)
         wait_for(proxy, {("200", "GET"): 3, ("404", "GET"): 3})
         assert state.read_bytes() == before
-        assert sorted(p.name for p in state_dir.iterdir()) == ["filler", "positions.json"]
+        assert sorted(p.name for p in state_dir.iterdir()) == [
+            ".positions.json.lock",
+            "filler",
+            "positions.json",
+        ]
         assert proxy.proc.output().count("cannot write state file") == 1
         filler.unlink()
         size = nginx.access_log.stat().st_size

@@ -4,6 +4,7 @@ on a temp dir)."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecars.log_shipper.retention import RotatedFile, held_bytes, over_cap, unacked
-from sidecars.log_shipper.rotate import rotated_name, rotated_patterns, rotation_of
+from sidecars.log_shipper.rotate import (
+    lock_directories,
+    rotated_name,
+    rotated_patterns,
+    rotation_of,
+)
 from sidecars.runtime.nginx_proc import NginxNotFound, find_master
 from sidecars.runtime.tail import Tailer
 
@@ -299,6 +305,7 @@ def _rotator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signalled: list[in
     from sidecars.log_shipper import rotate
     from sidecars.log_shipper.metrics import ShipperMetrics
 
+    tmp_path.mkdir(exist_ok=True)
     live = tmp_path / "access.log"
     live.write_bytes(b"live " + b"x" * 2000 + b"\n")  # over --rotate-bytes
     proc = fake_proc(tmp_path / "proc", {10: MASTER}, {})
@@ -307,7 +314,7 @@ def _rotator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signalled: list[in
     monkeypatch.setattr(rotate, "signal_master", lambda pid, sig, proc: signalled.append(pid))
     monkeypatch.setattr(rotate, "find_master", lambda **how: 10)  # found: not what is tested
     settings = SimpleNamespace(
-        paths=[str(live)], rotate_bytes=1500, max_held_bytes=0, nginx_pidfile=pidfile,
+        paths=[glob.escape(str(live))], rotate_bytes=1500, max_held_bytes=0, nginx_pidfile=pidfile,
         rotate_wait=1.0,
     )  # fmt: skip
     tailer = SimpleNamespace(drop=lambda fingerprint: None, wake=lambda: None)
@@ -352,15 +359,22 @@ def test_a_full_logs_volume_keeps_the_log_in_place_says_so_and_rotates_once_spac
     assert signalled == [10] and not live.exists() and len(list(tmp_path.glob("access.log.*")))
 
 
+@pytest.mark.parametrize("directory", ["logs", "[site] logs"])
 def test_a_reopen_nginx_could_not_do_is_asked_for_again_until_the_live_name_is_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    directory: str,
 ) -> None:
     """nginx cannot reopen its log on a full (or read-only) volume and never retries by itself:
-    without a new USR1 it writes to the rotated file forever."""
+    without a new USR1 it writes to the rotated file forever. (A '[' in the log's directory,
+    given escaped in --paths, was read as a glob when looking for the rotated file to ask
+    about, so nginx was never asked again.)"""
     from sidecars.log_shipper import rotate
 
     monkeypatch.setattr(rotate, "_REOPEN_WARN_AFTER", 0.0)
     signalled: list[int] = []
+    tmp_path = tmp_path / directory
     rotator = _rotator(tmp_path, monkeypatch, signalled)
     live = tmp_path / "access.log"
     rotator.turn()
@@ -373,3 +387,13 @@ def test_a_reopen_nginx_could_not_do_is_asked_for_again_until_the_live_name_is_b
     rotator.turn()
     rotator.turn()
     assert signalled == [10, 10, 10]
+
+
+def test_lock_directories_cover_what_a_directory_glob_matches(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "c.log").write_text("")  # a file: no lock goes in it
+    assert lock_directories([str(tmp_path / "*" / "access.log")]) == sorted(
+        [str(tmp_path), str(tmp_path / "a"), str(tmp_path / "b")]
+    )
+    assert lock_directories([str(tmp_path / "a" / "*.log")]) == [str(tmp_path / "a")]

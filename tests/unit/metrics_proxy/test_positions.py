@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
+import os
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -12,7 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecars.metrics_proxy.positions import STATE_KIND, STATE_VERSION, Positions, decode, start_at
+from sidecars.metrics_proxy.positions import (
+    STATE_KIND,
+    STATE_VERSION,
+    Positions,
+    decode,
+    lock,
+    patterns,
+    start_at,
+)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
@@ -76,3 +86,31 @@ def test_a_failed_write_keeps_the_previous_file_and_is_retried(
     assert list(tmp_path.iterdir()) == [path]  # no temp file left behind
     assert positions.save(["aa"])
     assert Positions(path).load() == {"aa": 30}
+
+
+def test_with_positions_kept_the_shippers_rotated_names_are_followed_too() -> None:
+    log = Path("/var/log/ng[x]/access.log")
+    match = fnmatch.fnmatchcase
+    (only,) = patterns(log, None)
+    assert match(str(log), only) and not match("/var/log/ngx/access.log", only)
+    live, rotated = patterns(log, Path("/state/positions.json"))
+    assert live == only
+    assert match("/var/log/ng[x]/access.log.20261201T120000.123456Z", rotated)
+    for other in ("access.log.1", "access.log.1.gz", "access.log.20261201T120000.123456Z.gz"):
+        assert not match(f"/var/log/ng[x]/{other}", rotated), other
+    assert not match("/var/log/ngx/access.log.20261201T120000.123456Z", rotated)
+
+
+def test_the_state_lock_is_exclusive_and_names_the_file(tmp_path: Path) -> None:
+    state = tmp_path / "positions.json"
+    fd = lock(state)
+    try:
+        with pytest.raises(ValueError, match="in use by another metrics-proxy"):
+            lock(state)
+    finally:
+        os.close(fd)
+    os.close(lock(state))  # free again once the holder closed it
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.geteuid() != 0:
+        with pytest.raises(ValueError, match="cannot create the lock"):
+            lock(tmp_path / "ro" / "positions.json")
