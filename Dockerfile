@@ -60,14 +60,9 @@ FROM ${BASE_IMAGE} AS runtime
 RUN python3 -m pip uninstall --yes pip >/dev/null 2>&1 || true
 COPY --from=builder /opt/sidecars /opt/sidecars
 # No .pyc writes (read-only root filesystem), unbuffered JSON log lines.
-# MALLOC_MMAP_THRESHOLD_: glibc gives every allocation of 128 KiB or more its own mapping and
-# returns it when freed (a fixed threshold: glibc otherwise raises it after each such free, and
-# then the log-shipper's batch buffers land in the heap, which fragments and is not given back):
-# the log-shipper's peak fell from 55 to 46 MiB at 8,000-10,000 req/s (bench/pod_tax).
 ENV PATH=/opt/sidecars/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    MALLOC_MMAP_THRESHOLD_=131072
+    PYTHONUNBUFFERED=1
 # The same UID/GID as the nginx container, so the config-fetcher may signal the nginx master.
 USER 101:101
 WORKDIR /tmp
