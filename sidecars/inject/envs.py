@@ -4,11 +4,15 @@ fetchers) and checked by that part's own settings rules, as at the part's start.
 from __future__ import annotations
 
 import difflib
+import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 
 from sidecars import docs
 from sidecars.inject.errors import InjectError
 from sidecars.runtime.settings import Option, SettingsError, env_prefix, load, options
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s,]+")
 
 
 def parse_pair(raw: str) -> tuple[str, str]:
@@ -34,13 +38,41 @@ def _option(part: str, name: str) -> Option:
     return opts[name]
 
 
+def in_pod(opt: Option) -> bool:
+    """A path setting names a file inside the Pod (a Secret's, a CA bundle, a log): whether it
+    exists or parses can only be judged there (its parser reads it), not here."""
+    return opt.spec.metavar == "PATH"
+
+
 def check(part: str, name: str, value: str) -> None:
     """Raise InjectError if ``value`` is not a valid value of the part's setting ``name``.
 
     A parser that touches the filesystem (a CA file) cannot judge here: the path is inside the
     Pod, so an OSError is no verdict."""
     opt = _option(part, name)
+    if opt.spec.secret:
+        # A manifest is committed and shown; with a shared PID namespace every container of the
+        # Pod reads the others' environment too. The parts read credentials from files.
+        raise InjectError(
+            f"--env {name}: a credential is never written into a manifest; put it in a Secret "
+            f"mounted into the Pod and give --env {name}_FILE=PATH (k8s/README.md: Secrets)"
+        )
+    if in_pod(opt):
+        if not value.strip():
+            raise InjectError(f"--env {name}: empty, expected a path")
+        return
     items = [v.strip() for v in value.split(",") if v.strip()] if opt.spec.repeatable else [value]
+    for url in _URL.findall(value):
+        try:
+            password = urllib.parse.urlsplit(url).password
+        except ValueError:
+            continue  # judged by the parser below
+        if password is not None:
+            raise InjectError(
+                f"--env {name}: a password in a URL is never written into a manifest; keep the "
+                "user in the URL and give the password as a file from a Secret (the part's "
+                "*_PASSWORD_FILE setting)"
+            )
     for item in items:
         try:
             opt.spec.parse(item)
@@ -90,12 +122,15 @@ def check_container(part: str, name: str, args: list[str], env: Mapping[str, str
     prefix = env_prefix(part)
     for key, value in env.items():
         if key.startswith(prefix):
+            opt = _option(part, key)
             try:
-                _option(part, key).spec.parse(value)
+                opt.spec.parse(value)
             except OSError:
                 continue
             except ValueError:
-                pass  # reported by load() below, naming the setting
+                if in_pod(opt):
+                    continue  # a file only the Pod has: see in_pod
+                # otherwise reported by load() below, naming the setting
         judged[key] = value
     try:
         load(docs.settings_class(part), part, args, judged)

@@ -5,6 +5,7 @@ nothing is written to stdout unless the whole output was rendered."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,12 @@ NATIVE_SINCE = (1, 29)
 MAX_INPUT_BYTES = 32 * 1024 * 1024
 DEFAULT_KUBE_VERSION = "1.29"
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.\d+)?")
+# An image repository without its last part, as the distribution reference grammar has it: an
+# optional registry host (with a port) and lower-case path components; no tag, no digest (each
+# image keeps its own name and version tag).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+_PREFIX = re.compile(rf"(?:{_HOST}(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,8 +78,24 @@ def kube_version(raw: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def image_prefix(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    prefix = raw[:-1] if raw.endswith("/") else raw
+    host = prefix.split("/", 1)[0]
+    if not _PREFIX.fullmatch(prefix) and not (
+        "/" not in prefix and re.fullmatch(rf"{_HOST}:\d+", host)  # a registry alone
+    ):
+        raise InjectError(
+            f"--image-prefix {raw!r}: expected REGISTRY[:PORT]/PATH (lower-case path, no tag: "
+            "each image keeps its name and tag, e.g. ghcr.io/you/sidecars)"
+        )
+    return prefix
+
+
 def options(argv: Sequence[str], tpl: template.Template) -> tuple[argparse.Namespace, Options]:
     args = parser().parse_args(list(argv))
+    prefix = image_prefix(args.image_prefix)
     native = kube_version(args.kube_version) >= NATIVE_SINCE
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = [p for p in parts if p not in tpl.part_order]
@@ -103,7 +126,7 @@ def options(argv: Sequence[str], tpl: template.Template) -> tuple[argparse.Names
         native=native,
         reload=args.reload,
         env=routed,
-        image_prefix=args.image_prefix,
+        image_prefix=prefix,
         app_container=args.app_container,
         version=__version__,
     )
@@ -158,8 +181,26 @@ def main(
     except InjectError as exc:
         print(f"sidecars inject: {exc}", file=stderr)
         return 2
-    stdout.write(out.text)
-    stdout.flush()
+    try:
+        stdout.write(out.text)
+        stdout.flush()
+    except OSError as exc:  # a closed pipe (`| head -1`), a full disk: exit 1, no traceback
+        if not isinstance(exc, BrokenPipeError):  # the reader that left needs no message
+            print(f"sidecars inject: cannot write the output: {exc.strerror}", file=stderr)
+        _discard(stdout)
+        return 1
     for line in out.report:
         print(line, file=stderr)
     return 0
+
+
+def _discard(stream: TextIO) -> None:
+    """Point a failed stream's descriptor at /dev/null, so the interpreter's flush at exit
+    does not fail on what is still buffered."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file (a test's StringIO)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)

@@ -32,8 +32,11 @@ def conf(parts: list[str], *, stub_status_port: int | None, site_dir: str | None
             "# The access log in the format the sidecars parse, on the shared `logs` volume.",
             LOG_FORMAT,
             f"access_log {LOGS_IN_APP}/access.log sidecars;",
-            f"error_log {LOGS_IN_APP}/error.log notice;",
         ]
+    if {"log-shipper", "config-fetcher"} & set(parts):
+        # The config-fetcher reads it for a refused reload's [emerg] and, with no pid file it
+        # can see, finds the nginx master as the process holding it open.
+        lines.append(f"error_log {LOGS_IN_APP}/error.log notice;")
     if "metrics-proxy" in parts and stub_status_port is not None:
         lines += [
             "# stub_status for the metrics-proxy, reachable only over the Pod's localhost; its",
@@ -58,13 +61,13 @@ def conf(parts: list[str], *, stub_status_port: int | None, site_dir: str | None
 
 
 def config_map(
-    name: str, namespace: str | None, owner: str, text: str, marker: str
+    name: str, namespace: str | None, annotations: dict[str, str], text: str
 ) -> CommentedMap:
     meta = CommentedMap(name=name)
     if namespace is not None:
         meta["namespace"] = namespace
     meta["labels"] = CommentedMap({"app.kubernetes.io/managed-by": "sidecars-inject"})
-    meta["annotations"] = CommentedMap({marker: owner})
+    meta["annotations"] = CommentedMap(annotations)
     doc = CommentedMap(apiVersion="v1", kind="ConfigMap")
     doc["metadata"] = meta
     doc["data"] = CommentedMap({CONF_KEY: LiteralScalarString(text)})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import urllib.parse
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
@@ -73,6 +75,21 @@ class Template:
                     if item["name"] == name and "value" in item:
                         return str(item["value"])
         return None
+
+    def stub_status_port(self, env: Mapping[str, str]) -> int | None:
+        """The port of the stub_status URL the metrics-proxy scrapes (``env``: its --env values,
+        which win over the template's), where nginx must listen on 127.0.0.1."""
+        name = "METRICS_PROXY_STUB_STATUS_URL"
+        url = env.get(name, self.env_value("metrics-proxy", name))
+        if url is None:
+            return None
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port or 80
+        except ValueError:  # the part's own settings rules report it, naming the setting
+            return None
+        # Another host's stub_status is no server for this Pod's nginx to add.
+        return port if parts.hostname in ("127.0.0.1", "localhost", "::1") else None
 
     def first_port(self, part: str) -> int | None:
         for c in [*self.raw["initContainers"], *self.raw["containers"]]:

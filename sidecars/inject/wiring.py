@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -30,6 +31,14 @@ MARKER = "sidecars.inject/status"
 APP_OWNED = {"enableServiceLinks", "automountServiceAccountToken"}
 APP_OWNED_SECURITY = {"runAsUser", "runAsGroup", "runAsNonRoot"}
 PROMETHEUS = "prometheus.io/"
+# checkov reads its skips from the annotations of the object it scans (a Deployment's own, not
+# its Pod template's), so ours go there.
+CHECKOV = "checkov.io/skip"
+# The template's skips about the Pod as a whole (its namespace, a NetworkPolicy selecting it):
+# the user's to decide for their workload, never waived for them. The rest are about the
+# containers injection adds.
+POD_WIDE_CHECKS = {"CKV_K8S_21", "CKV2_K8S_6"}
+ROTATE = "LOG_SHIPPER_ROTATE_BYTES"
 # Volume types a conf.d mount may have for our file to be added as one more source.
 PROJECTABLE = ("configMap", "projected")
 # What injection may create (and removal then deletes once empty).
@@ -40,6 +49,7 @@ CREATED = (
     "securityContext",
     "metadata",
     "annotations",
+    "workload.annotations",
 )
 
 
@@ -88,7 +98,10 @@ def find_app(spec: Any, name: str | None) -> tuple[Any | None, str]:
     nginx = [c for c in containers if workloads.is_nginx_image(c.get("image"))]
     if len(nginx) > 1:
         names = ", ".join(repr(c.get("name")) for c in nginx)
-        raise InjectError(f"containers {names} all run nginx images: name one with --app-container")
+        raise InjectError(
+            f"containers {names} all run nginx images: name one with --app-container",
+            node=nginx[1],
+        )
     if not nginx:
         return None, "no container runs an nginx image (name the app with --app-container)"
     return nginx[0], ""
@@ -97,10 +110,8 @@ def find_app(spec: Any, name: str | None) -> tuple[Any | None, str]:
 def customise(container: Any, part: str, opts: Options) -> Any:
     """Our container as injected: image prefix, reload method, ``--env`` values."""
     flags = {opt.env: opt.flag for opt in options(docs.settings_class(part), part)}
-    if opts.image_prefix:
-        container["image"] = (
-            opts.image_prefix.rstrip("/") + "/" + container["image"].rsplit("/", 1)[-1]
-        )
+    if opts.image_prefix is not None:
+        container["image"] = opts.image_prefix + "/" + container["image"].rsplit("/", 1)[-1]
     if part == "config-fetcher" and opts.reload != "signal" and "args" in container:
         args = [a for a in container["args"] if not str(a).startswith("--reload-pidfile")]
         del container["args"][:]
@@ -207,11 +218,20 @@ def _names(items: Any) -> set[str]:
 
 
 def inject(
-    holder: Any, tpl: Template, opts: Options, config_map: str, *, column: int = ITEM_COLUMN
+    holder: Any,
+    tpl: Template,
+    opts: Options,
+    config_map: str,
+    *,
+    column: int = ITEM_COLUMN,
+    top: Any = None,
 ) -> Result:
-    """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``).
-    ``column``: where a container's keys will be in the output, for our comments."""
-    was = uninject(holder, tpl)
+    """Wire the parts into ``holder`` (the Pod template: its ``metadata`` and ``spec``) of the
+    workload ``top`` (default: the holder itself, a Pod). ``column``: where a container's keys
+    will be in the output, for our comments."""
+    top = holder if top is None else top
+    before = _ours_now(holder, tpl)
+    was = uninject(holder, tpl, top)
     spec = holder["spec"]
     app, reason = find_app(spec, opts.app_container)
     if app is None:
@@ -231,21 +251,34 @@ def inject(
     for c in [*inits, *regular]:
         shift_comments(c, column - ITEM_COLUMN)
 
-    taken = _names(spec.get("initContainers")) | _names(spec.get("containers"))
+    theirs = {
+        c.get("name"): c
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        if isinstance(c, MutableMapping)
+    }
     for c in [*inits, *regular]:
-        if c["name"] in taken:
+        if c["name"] in theirs:
             raise InjectError(
                 f"container {c['name']!r} already exists: sidecars inject adds its own; "
-                "rename yours"
+                "rename yours",
+                node=theirs[c["name"]],
             )
+    _check_ports(spec, [*inits, *regular], tpl, opts)
+    signals = _signals_nginx(parts, opts, tpl)
+    if signals and spec.get("shareProcessNamespace") is False:
+        raise InjectError(_no_shared_pids(parts, opts, tpl), node=spec, key="shareProcessNamespace")
     confd = _confd_volume(spec, app)
     volumes = tpl.volumes(parts)
     if confd is None:
         volumes.append(CommentedMap(name=nginx_conf.VOLUME, configMap=_our_config_map(config_map)))
+    their_volumes = {
+        v.get("name"): v for v in spec.get("volumes") or [] if isinstance(v, MutableMapping)
+    }
     for v in volumes:
-        if v["name"] in _names(spec.get("volumes")):
+        if v["name"] in their_volumes:
             raise InjectError(
-                f"volume {v['name']!r} already exists: sidecars inject adds its own; rename yours"
+                f"volume {v['name']!r} already exists: sidecars inject adds its own; rename yours",
+                node=their_volumes[v["name"]],
             )
     mounts = tpl.app_mounts(parts)
     for m in mounts:
@@ -260,7 +293,12 @@ def inject(
                 readOnly=True,
             )
         )
-    app_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
+    app_mounts = {
+        m.get("mountPath"): m
+        for m in app.get("volumeMounts") or []
+        if isinstance(m, MutableMapping)
+    }
+    app_paths = set(app_mounts)
     for path in app_paths:
         if (
             confd is None
@@ -278,13 +316,15 @@ def inject(
                 f"container {app.get('name')!r} mounts a volume at {path}: sidecars inject "
                 f"cannot add {nginx_conf.CONF_DIR}/{nginx_conf.CONF_KEY} inside it; mount a "
                 f"ConfigMap or projected volume at {nginx_conf.CONF_DIR}, or your files one by "
-                "one (subPath)"
+                "one (subPath)",
+                node=app_mounts[path],
             )
     for m in mounts:
         if m["mountPath"] in app_paths:
             raise InjectError(
                 f"container {app.get('name')!r} already mounts {m['mountPath']}, where sidecars "
-                f"inject mounts its {m['name']!r} volume"
+                f"inject mounts its {m['name']!r} volume",
+                node=app_mounts[m["mountPath"]],
             )
 
     created: list[str] = []
@@ -311,7 +351,7 @@ def inject(
     for key, value in tpl.pod.items():
         if key in APP_OWNED:
             continue
-        if key == "shareProcessNamespace" and not _signals_nginx(parts, opts):
+        if key == "shareProcessNamespace" and not signals:
             continue
         if key == "securityContext":
             ours = _map(spec, key, created, "securityContext")
@@ -326,7 +366,94 @@ def inject(
 
     meta = _map(holder, "metadata", created, "metadata")
     annotations = _map(meta, "annotations", created, "annotations")
-    wanted = dict(tpl.annotations)
+    wanted = _annotations(tpl, parts)
+    set_annotations = []
+    for key, value in wanted.items():
+        if key not in annotations:
+            annotations[key] = value
+            set_annotations.append(key)
+    record["annotations"] = set_annotations
+    if top is holder:
+        top_annotations = annotations
+    else:
+        top_meta = _map(top, "metadata", [], "metadata")
+        top_annotations = _map(top_meta, "annotations", created, "workload.annotations")
+    record["checkov"] = _add_skips(top_annotations, skips(tpl))
+    if confd is not None:
+        record["confd"] = _project_into(confd, config_map)
+    record["created"] = created
+    annotations[MARKER] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+    result = Result(record, was_injected=was is not None)
+    for c in [*inits, *regular]:
+        if c["name"] in before and before[c["name"]] != _plain(c):
+            result.warnings.append(
+                f"container {c['name']!r} differed from what sidecars inject adds: replaced "
+                "(give its settings with --env)"
+            )
+    if signals:
+        result.warnings += _signal_warning(spec, app, tpl)
+    return result
+
+
+def skips(tpl: Template) -> dict[str, str]:
+    """The template's checkov skips injection writes into a workload: key -> CHECK=reason."""
+    return {
+        str(k): str(v)
+        for k, v in tpl.annotations.items()
+        if str(k).startswith(CHECKOV) and str(v).partition("=")[0] not in POD_WIDE_CHECKS
+    }
+
+
+def skip_of(tpl: Template, check: str) -> str | None:
+    """The template's skip value (CHECK=reason) for ``check``."""
+    for key, value in tpl.annotations.items():
+        if str(key).startswith(CHECKOV) and str(value).partition("=")[0] == check:
+            return str(value)
+    return None
+
+
+def _add_skips(annotations: Any, wanted: dict[str, str]) -> list[str]:
+    """Add each skip the annotations do not already have (for its check), under its template
+    key or, when the user has that key, the next free ``checkov.io/skipN``."""
+    present = {
+        str(v).partition("=")[0].strip()
+        for k, v in annotations.items()
+        if str(k).startswith(CHECKOV)
+    }
+    added, n = [], 1
+    for key, value in wanted.items():
+        if value.partition("=")[0] in present:
+            continue
+        while key in annotations:
+            key, n = f"{CHECKOV}{n}", n + 1
+        annotations[key] = value
+        added.append(key)
+    return added
+
+
+def _plain(node: Any) -> Any:
+    return json.loads(json.dumps(node))
+
+
+def _ours_now(holder: Any, tpl: Template) -> dict[str, Any]:
+    """The containers an earlier injection added, as they are now (maybe edited since)."""
+    record = record_of(holder, tpl)
+    if record is None:
+        return {}
+    names = {*record.get("initContainers", []), *record.get("containers", [])}
+    spec = holder["spec"]
+    return {
+        c["name"]: _plain(c)
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        if isinstance(c, MutableMapping) and c.get("name") in names
+    }
+
+
+def _annotations(tpl: Template, parts: list[str], *, every: bool = False) -> dict[str, str]:
+    """The Pod template annotations injection sets (where the user has not set them); with
+    ``every``, also those an earlier version set there (the checkov skips, now the workload's)."""
+    wanted = {k: v for k, v in tpl.annotations.items() if every or not str(k).startswith(CHECKOV)}
     port = tpl.first_port("metrics-proxy")
     if "metrics-proxy" in parts and port is not None:
         wanted.update(
@@ -336,27 +463,76 @@ def inject(
                 PROMETHEUS + "path": "/metrics",
             }
         )
-    set_annotations = []
-    for key, value in wanted.items():
-        if key not in annotations:
-            annotations[key] = value
-            set_annotations.append(key)
-    record["annotations"] = set_annotations
-    if confd is not None:
-        record["confd"] = _project_into(confd, config_map)
-    record["created"] = created
-    annotations[MARKER] = json.dumps(record, sort_keys=True, separators=(",", ":"))
-
-    result = Result(record, was_injected=was is not None)
-    if _signals_nginx(parts, opts):
-        result.warnings += _signal_warning(spec, app, tpl)
-    return result
+    return wanted
 
 
-def _signals_nginx(parts: list[str], opts: Options) -> bool:
+def _check_ports(spec: Any, ours: list[Any], tpl: Template, opts: Options) -> None:
+    """The Pod's containers share one network namespace: a port of the user's that one of ours
+    listens on (or names, which a Service or PodMonitor would then resolve to either) is refused
+    before it becomes a sidecar that cannot bind."""
+    numbers: dict[int, str] = {}
+    names: dict[str, str] = {}
+    for c in ours:
+        for port in c.get("ports") or []:
+            number = int(port["containerPort"])
+            numbers[number] = f"which sidecars inject's {c['name']!r} listens on"
+            if port.get("name"):
+                names[str(port["name"])] = c["name"]
+    stub = tpl.stub_status_port(opts.env.get("metrics-proxy", {}))
+    if "metrics-proxy" in opts.parts and stub is not None:
+        numbers[stub] = "where sidecars inject puts nginx's stub_status (127.0.0.1)"
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if not isinstance(c, MutableMapping):
+            continue
+        for port in c.get("ports") or []:
+            if not isinstance(port, MutableMapping):
+                continue
+            number, name = port.get("containerPort"), port.get("name")
+            if isinstance(number, int) and number in numbers:
+                raise InjectError(
+                    f"container {c.get('name')!r} declares port {number}, {numbers[number]}; "
+                    "move yours",
+                    node=port,
+                )
+            if isinstance(name, str) and name in names:
+                raise InjectError(
+                    f"container {c.get('name')!r} names a port {name!r}, as sidecars inject's "
+                    f"{names[name]!r} does; rename yours",
+                    node=port,
+                )
+
+
+def _rotates_logs(opts: Options, tpl: Template) -> bool:
+    """Whether the log-shipper rotates nginx's logs (then USR1s the master to reopen them)."""
+    raw = opts.env.get("log-shipper", {}).get(ROTATE, tpl.env_value("log-shipper", ROTATE))
+    if raw is None:
+        return False  # the setting's default: off
+    settings = options(docs.settings_class("log-shipper"), "log-shipper")
+    (opt,) = (o for o in settings if o.env == ROTATE)
+    return bool(opt.spec.parse(raw))
+
+
+def _signals_nginx(parts: list[str], opts: Options, tpl: Template) -> bool:
     """Whether a part signals the nginx master (so needs the shared PID namespace): the
     config-fetcher's SIGHUP reload, the log-shipper's USR1 after it rotates the logs."""
-    return "log-shipper" in parts or (opts.reload == "signal" and "config-fetcher" in parts)
+    rotates = "log-shipper" in parts and _rotates_logs(opts, tpl)
+    return rotates or (opts.reload == "signal" and "config-fetcher" in parts)
+
+
+def _no_shared_pids(parts: list[str], opts: Options, tpl: Template) -> str:
+    needs, ways = [], []
+    if opts.reload == "signal" and "config-fetcher" in parts:
+        needs.append("the config-fetcher's reload (--reload signal)")
+        ways.append("--reload webhook --env CONFIG_FETCHER_RELOAD_WEBHOOK=URL")
+    if "log-shipper" in parts and _rotates_logs(opts, tpl):
+        needs.append("the log-shipper's log rotation")
+        ways.append(
+            f"--env {ROTATE}=0 --env LOG_SHIPPER_MAX_HELD_BYTES=0 (rotate in the nginx container)"
+        )
+    return (
+        f"the Pod sets shareProcessNamespace: false, but {' and '.join(needs)} signal nginx's "
+        f"master in a shared PID namespace: use {' and '.join(ways)}, or drop the field"
+    )
 
 
 def _signal_warning(spec: Any, app: Any, tpl: Template) -> list[str]:
@@ -405,9 +581,15 @@ def record_of(holder: Any, tpl: Template) -> dict[str, Any] | None:
         ("securityContext", set(tpl.pod.get("securityContext") or {})),
         ("annotations", set(tpl.annotations) | prometheus),
         ("created", set(CREATED)),
+        ("checkov", None),
     ):
         names = record.get(key, [])
-        if not isinstance(names, list) or not {str(n) for n in names} <= allowed:
+        if not isinstance(names, list) or not all(
+            re.fullmatch(re.escape(CHECKOV) + r"\d+", str(n))
+            if allowed is None
+            else str(n) in allowed
+            for n in names
+        ):
             raise InjectError(
                 f"annotation {MARKER} names {key} {names!r}, not all added by sidecars inject; "
                 "remove the annotation or restore it"
@@ -437,13 +619,24 @@ def _drop(seq: Any, names: list[str], key: str = "name") -> None:
                 del seq[i]
 
 
-def uninject(holder: Any, tpl: Template) -> dict[str, Any] | None:
-    """Remove exactly what the marker annotation says was added; return that record."""
+def uninject(holder: Any, tpl: Template, top: Any = None) -> dict[str, Any] | None:
+    """Remove exactly what the marker annotation says was added (to ``holder``, the Pod
+    template, and ``top``, its workload: default the holder, a Pod); return that record."""
     record = record_of(holder, tpl)
     if record is None:
         return None
     spec = holder["spec"]
     created = set(record.get("created", []))
+    top = holder if top is None else top
+    top_meta = top.get("metadata")
+    theirs = top_meta.get("annotations") if isinstance(top_meta, MutableMapping) else None
+    if isinstance(theirs, MutableMapping):
+        ours = set(skips(tpl).values())
+        for key in record.get("checkov", []):
+            if theirs.get(key) in ours:  # only a skip of ours, still as we wrote it
+                del theirs[key]
+        if "workload.annotations" in created and not theirs and top is not holder:
+            del top_meta["annotations"]
     _drop(spec.get("initContainers"), record.get("initContainers", []))
     _drop(spec.get("containers"), record.get("containers", []))
     _drop(spec.get("volumes"), record.get("volumes", []))
@@ -453,19 +646,26 @@ def uninject(holder: Any, tpl: Template) -> dict[str, Any] | None:
             _drop(app.get("volumeMounts"), record.get("appMounts", []), key="mountPath")
             if "app.volumeMounts" in created and not app.get("volumeMounts"):
                 app.pop("volumeMounts", None)
+    # A field we set that the user has changed since is theirs now: kept, and not set again.
     for key in record.get("pod", []):
-        spec.pop(key, None)
+        if key in spec and spec[key] == tpl.pod.get(key):
+            del spec[key]
     security = spec.get("securityContext")
+    ours = tpl.pod.get("securityContext") or {}
     if isinstance(security, MutableMapping):
         for key in record.get("securityContext", []):
-            security.pop(key, None)
+            if key in security and security[key] == ours.get(key):
+                del security[key]
     for key in ("initContainers", "volumes", "securityContext"):
         if key in created and not spec.get(key):
             spec.pop(key, None)
     meta = holder["metadata"]
     annotations = meta["annotations"]
-    for key in [*record.get("annotations", []), MARKER]:
-        annotations.pop(key, None)
+    set_before = _annotations(tpl, tpl.part_order, every=True)
+    for key in record.get("annotations", []):
+        if key in annotations and annotations[key] == set_before.get(key):
+            del annotations[key]
+    annotations.pop(MARKER, None)
     if "annotations" in created and not annotations:
         del meta["annotations"]
     if "metadata" in created and not meta:

@@ -44,8 +44,14 @@ def image_name(image: str) -> str:
     return last.split(":", 1)[0]
 
 
+# Images named nginx-* that are not nginx: what teams run beside it to export its metrics.
+NOT_NGINX = ("exporter",)
+
+
 def is_nginx_image(image: Any) -> bool:
     if not isinstance(image, str):
         return False
     name = image_name(image)
+    if any(word in name.split("-") for word in NOT_NGINX):  # nginx-prometheus-exporter
+        return False
     return name == "nginx" or name.startswith("nginx-")  # nginx, nginx-unprivileged

@@ -25,7 +25,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from sidecars.log_shipper.chunk_fields import Deferred
 from sidecars.log_shipper.sinks.base import Batch
 
-PIECE_LINES = 256  # ~90 KiB of NDJSON for nginx access lines
+PIECE_LINES = 128  # ~45 KiB of NDJSON for nginx access lines (fields doubled that; memory)
 
 _CONTROL = [bytes([code]) for code in range(32) if code != 0x0A]  # newline joins the lines
 _decimal = b"%d".__mod__
@@ -36,9 +36,11 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _escaped(lines: list[str]) -> tuple[list[bytes], bool]:
-    """The lines as JSON string contents, UTF-8; True when each still needs its quotes."""
-    joined = _utf8("\n".join(lines))
+def _escaped(lines: list[str], joined: bytes | None = None) -> tuple[list[bytes], bool]:
+    """The lines as JSON string contents, UTF-8; True when each still needs its quotes.
+    ``joined``: the lines joined by newlines as UTF-8, if the caller has it already."""
+    if joined is None:
+        joined = _utf8("\n".join(lines))
     if not any(control in joined for control in _CONTROL):
         if b"\\" in joined:
             joined = joined.replace(b"\\", b"\\\\")
@@ -51,29 +53,46 @@ def _escaped(lines: list[str]) -> tuple[list[bytes], bool]:
     return _utf8("\n".join(map(encode_basestring, lines))).split(b"\n"), True
 
 
-def _fields(values: list[object], lines: list[str]) -> list[bytes]:
-    """The fields column as JSON texts; ``Deferred`` entries (chunk_fields) are parsed from
-    their lines now, in one pass per marker."""
+def _fields(values: list[object], lines: list[str], joined: bytes) -> list[bytes]:
+    """The fields column as JSON texts (UTF-8); ``Deferred`` entries (chunk_fields) are parsed
+    from their lines now, in one pass per marker. ``joined``: the lines as ``_escaped`` takes
+    them."""
     first = values[0]
     if first.__class__ is Deferred and values.count(first) == len(values):
-        texts = first.json(lines)  # type: ignore[attr-defined]
-    else:
-        texts = ["null" if value is None else "" if value.__class__ is Deferred
-                 else _dumps_fields(value) for value in values]  # fmt: skip
-        deferred: dict[Deferred, list[int]] = {}
-        for index, value in enumerate(values):
-            if value.__class__ is Deferred:
-                deferred.setdefault(value, []).append(index)  # type: ignore[arg-type]
-        for marker, indices in deferred.items():
-            for index, text in zip(indices, marker.json([lines[i] for i in indices]), strict=True):
-                texts[index] = text
+        return first.json_utf8(lines, joined)  # type: ignore[attr-defined,no-any-return]
+    texts = ["null" if value is None else "" if value.__class__ is Deferred
+             else _dumps_fields(value) for value in values]  # fmt: skip
+    deferred: dict[Deferred, list[int]] = {}
+    for index, value in enumerate(values):
+        if value.__class__ is Deferred:
+            deferred.setdefault(value, []).append(index)  # type: ignore[arg-type]
+    for marker, indices in deferred.items():
+        for index, text in zip(indices, marker.json([lines[i] for i in indices]), strict=True):
+            texts[index] = text
     # Compact JSON never holds a raw newline, so one join/split turns it all into bytes at once.
     return _utf8("\n".join(texts)).split(b"\n")
 
 
 def _ndjson_piece(batch: Batch, after_stamp: bytes, start: int, stop: int) -> bytes:
     count = stop - start
-    lines, quoted = _escaped(batch.lines[start:stop])
+    texts = batch.lines[start:stop]
+    joined = _utf8("\n".join(texts))
+    if batch.fields is not None:
+        values = batch.fields[start:stop]
+        first = values[0]
+        if first.__class__ is Deferred and values.count(first) == count:
+            # Lines parsed in one pass: their text and fields come out as bytes together.
+            tails = first.tails(texts, joined)  # type: ignore[attr-defined]
+            if tails is not None:
+                head = b'{"ts_ns":%d' + after_stamp.replace(b"%", b"%%") + b'%d,"line":"'
+                records = [b""] * (3 * count)
+                records[1::3], records[2::3] = tails
+                records[0::3] = map(
+                    head.__mod__,
+                    zip(batch.timestamps[start:stop], batch.bounds[start:stop], strict=True),
+                )
+                return b"".join(records)
+    lines, quoted = _escaped(texts, joined)
     open_line, close_line = (b',"line":', b"") if quoted else (b',"line":"', b'"')
     # '<ts>,"file":"...","offset":<offset>,"line":"' formatted in one call per line
     head = (b"%d" + after_stamp.replace(b"%", b"%%") + b"%d" + open_line).__mod__
@@ -90,7 +109,7 @@ def _ndjson_piece(batch: Batch, after_stamp: bytes, start: int, stop: int) -> by
         parts[0::5] = heads
         parts[1::5] = lines
         parts[2::5] = [close_line + b',"fields":'] * count
-        parts[3::5] = _fields(batch.fields[start:stop], batch.lines[start:stop])
+        parts[3::5] = _fields(batch.fields[start:stop], texts, joined)
         parts[-1] = b"}\n"
     return b'{"ts_ns":' + b"".join(parts)
 

@@ -16,15 +16,25 @@ of its content), nginx has reopened the live name and the file has been quiet fo
 deleted even so: each sink's reader lets go of them first, and what it had not read yet is
 counted in ``log_shipper_dropped_bytes_total{reason="retention"}`` and logged with the byte
 counts; lines it had already read are still delivered.
+
+One rotating shipper per logs directory: a second would delete rotated files once *its* sinks
+have them, before the first one's have. The rotating shipper holds an ``flock`` on
+``LOCK_NAME`` in each directory it rotates in, for as long as it runs (the kernel releases it
+when the process ends, SIGKILL included, so there is no stale lock to clean up); a second one
+finds it held and stops at start naming the holder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import logging
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +47,7 @@ from sidecars.runtime.logs import kv
 from sidecars.runtime.nginx_exit import regular_files
 from sidecars.runtime.nginx_proc import NginxNotFound, find_master, signal_master
 from sidecars.runtime.tail.identity import read_fingerprint
+from sidecars.runtime.tail.tailer import watch_roots
 
 log = logging.getLogger("sidecars.log_shipper.rotate")
 
@@ -65,6 +76,73 @@ def rotation_of(path: str) -> tuple[str, str] | None:
 def rotated_patterns(patterns: Sequence[str]) -> list[str]:
     """Globs of the rotated files of ``patterns``' files, for the tailers to follow them."""
     return [f"{pattern}.[0-9]*Z" for pattern in patterns]
+
+
+LOCK_NAME = ".log-shipper-rotation.lock"  # a dot file: no log glob (``*.log``) matches it
+
+
+class RotationLocked(Exception):
+    """Another process rotates the logs of a directory this shipper would rotate in."""
+
+
+class RotationLock:
+    """The ``flock``s that make this shipper the only one rotating in its log directories."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+
+    @classmethod
+    def take(cls, patterns: Sequence[str]) -> RotationLock:
+        fds: list[int] = []
+        try:
+            for directory in sorted(watch_roots(patterns)[0]):
+                fds.append(_lock(os.path.join(directory, LOCK_NAME)))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return cls(fds)
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
+def _lock(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise RotationLocked(
+            f"--rotate-bytes: cannot create the rotation lock {path}: {exc.strerror} (the "
+            "log-shipper needs the logs volume mounted read-write to rotate)"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise RotationLocked(f"--rotate-bytes: cannot lock {path}: {exc.strerror}") from None
+        raise RotationLocked(
+            f"--rotate-bytes: another log-shipper already rotates the logs in "
+            f"{os.path.dirname(path)} ({holder}, holding {path}); one rotating shipper per logs "
+            "volume: give this one --rotate-bytes 0, or its sinks to the other one (--sink "
+            "takes several)"
+        ) from None
+    # Who holds it, for the message above (the lock is the flock, not this content).
+    with contextlib.suppress(OSError):  # a full volume: the lock holds all the same
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    return fd
+
+
+def _rename_problem(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the logs volume is full: a new directory entry needs space"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the log-shipper needs the logs volume mounted read-write"
+    return exc.strerror or "unknown error"
 
 
 def _fingerprint(path: str) -> str | None:
@@ -118,13 +196,21 @@ class Rotator:
         for path in list(self._renamed):
             if path in live:
                 del self._renamed[path]  # nginx reopened it
+                self._warned.discard(f"reopen:{path}")
             elif now - self._renamed[path] > _REOPEN_WARN_AFTER:
                 self._warn_once(
                     f"reopen:{path}",
-                    "nginx did not reopen its log after USR1; it keeps writing to the rotated "
-                    "file, which is kept until it is",
+                    "nginx did not reopen its log after USR1 (a full or read-only logs volume? "
+                    "see nginx's error output); it keeps writing to the rotated file, which is "
+                    f"kept; asked again every {_REOPEN_WARN_AFTER:g}s",
                     path=path,
                 )
+                # Reopening is idempotent, and nginx does not retry a reopen that failed: ask
+                # again, so the live name comes back once the cause is gone.
+                newest = max(regular_files([f"{path}.[0-9]*Z"]), default=None)
+                if newest is not None and rotation_of(newest) is not None:
+                    self._signal_again(path, newest)
+                self._renamed[path] = now
         rotated_now = False
         for path, info in live.items():
             due = now - self._rotated_at.get(path, -_MIN_INTERVAL) >= _MIN_INTERVAL
@@ -142,7 +228,7 @@ class Rotator:
         for item in rotated:
             base = rotation_of(item.path)[0]  # type: ignore[index]
             if base not in live and base not in self._renamed:
-                self._signal_again(base, item)  # renamed, but the USR1 was lost (a crash)
+                self._signal_again(base, item.path)  # renamed, but the USR1 was lost (a crash)
             reopened = base in live and base not in self._renamed
             if reopened and item.acknowledged and self._quiet(item):
                 self._delete(item)
@@ -221,12 +307,13 @@ class Rotator:
             rotations.labels("error").inc()
             self._warn_once(
                 f"rename:{path}",
-                "cannot rotate: renaming the log failed (the log-shipper needs the logs volume "
-                "mounted read-write)",
+                f"cannot rotate: renaming the log failed ({_rename_problem(exc)}); retried, "
+                "nothing is lost meanwhile (the file grows on)",
                 path=path,
                 error=str(exc),
             )
             return False
+        self._warned.discard(f"rename:{path}")  # a later failure is logged again
         try:
             signal_master(pid, signal.SIGUSR1, self.proc)
         except (OSError, NginxNotFound) as exc:
@@ -252,11 +339,12 @@ class Rotator:
         self._wake()
         return True
 
-    def _signal_again(self, base: str, item: RotatedFile) -> None:
+    def _signal_again(self, base: str, rotated: str) -> None:
         """A rotated file whose live name never came back: the shipper stopped between the
-        rename and the signal. USR1 again (reopening is idempotent) so nginx moves on."""
+        rename and the signal, or nginx could not reopen. USR1 again (reopening is idempotent)
+        so nginx moves on."""
         try:
-            info = os.stat(item.path)
+            info = os.stat(rotated)
             pid = find_master(
                 pidfile=self.pidfile, holding=(info.st_dev, info.st_ino), proc=self.proc
             )
@@ -266,7 +354,7 @@ class Rotator:
                 f"again:{base}",
                 "a rotated log's live name is missing and nginx could not be told to reopen it",
                 path=base,
-                rotated=item.path,
+                rotated=rotated,
                 error=str(exc),
             )
             return

@@ -5,55 +5,24 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidecars.runtime import logs
-
-log = logging.getLogger("sidecars.metrics_proxy.auth")
-
-_UNREAD = object()
+from sidecars.runtime.secrets import FileSecret, read_secret_file
 
 
 def read_secret(path: Path) -> str:
     """The file's content without surrounding whitespace (secrets are often saved with a final
-    newline); ValueError when it cannot be read or is empty."""
-    try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
-    if not value:
-        raise ValueError(f"{path} is empty")
-    return value
+    newline); ValueError when it cannot be read, is empty or is no single-line secret."""
+    return read_secret_file(path, strip=True)[0]
 
 
-class SecretFile:
+def secret_file(setting: str, path: Path) -> FileSecret[str]:
     """A secret re-read whenever its file changes: Kubernetes rotates a mounted Secret by
-    swapping a symlink, and the new value must work without a restart. When the file turns
-    unreadable, nothing is accepted (fail closed) until it is readable again."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._signature: object = _UNREAD
-        self._value: str | None = None
-
-    def value(self) -> str | None:
-        try:
-            st = os.stat(self.path)
-            signature: object = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            signature = None
-        if signature != self._signature:
-            # Read (and log a failure) once per change of the file, not once per scrape.
-            self._signature = signature
-            try:
-                self._value = read_secret(self.path)
-            except ValueError as exc:
-                log.error("secret unusable, refusing scrapes", extra=logs.kv(error=str(exc)))
-                self._value = None
-        return self._value
+    swapping a symlink, and the new value must work without a restart. While the file is
+    unusable nothing is accepted (fail closed: ``Guard`` uses ``usable()``) until it is usable
+    again. ValueError when it is unusable now."""
+    return FileSecret(setting, path, str, strip=True, fail_closed=True)
 
 
 def check_authorization(
@@ -88,9 +57,9 @@ def check_authorization(
 class Guard:
     """What ``/metrics`` requires; with neither a token nor a user it is open."""
 
-    token_file: SecretFile | None = None
+    token_file: FileSecret[str] | None = None
     basic_user: str | None = None
-    basic_password_file: SecretFile | None = None
+    basic_password_file: FileSecret[str] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -99,10 +68,10 @@ class Guard:
     def allows(self, header: str | None) -> bool:
         if not self.enabled:
             return True
-        token = self.token_file.value() if self.token_file is not None else None
+        token = self.token_file.usable() if self.token_file is not None else None
         basic = None
         if self.basic_user is not None and self.basic_password_file is not None:
-            password = self.basic_password_file.value()
+            password = self.basic_password_file.usable()
             if password is not None:
                 basic = (self.basic_user, password)
         return check_authorization(header, token=token, basic=basic)

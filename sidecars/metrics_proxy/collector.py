@@ -44,3 +44,10 @@ def stub_status_families(status: StubStatus | None) -> list[Family]:
     up = 1.0 if status is not None else 0.0
     families.append(Family("nginx_up", "gauge", UP_HELP, (Sample("nginx_up", (), up),)))
     return families
+
+
+def stub_status_values(status: StubStatus | None) -> tuple[int, ...]:
+    """The values of ``stub_status_families(status)``'s samples, in their order."""
+    if status is None:
+        return (0,)
+    return (*(getattr(status, attr) for _, _, _, attr in STUB_STATUS_METRICS), 1)

@@ -181,19 +181,26 @@ def _text_samples(family: Family) -> tuple[Sample, ...]:
 _PIECE = 4096
 
 
-def render(families: Sequence[Family], fmt: Format) -> bytes:
+def layout(family: Family, fmt: Format) -> tuple[str, tuple[Sample, ...]]:
+    """The family's HELP and TYPE lines in ``fmt``, and the samples that format shows."""
+    if fmt is Format.OPENMETRICS:
+        name, kind, samples = _om_header(family)
+    else:
+        name, kind, samples = family.name, family.type, _text_samples(family)
+    head = f"# HELP {name} {_escape_help(family.help, fmt)}\n" if family.help else ""
+    return head + f"# TYPE {name} {kind}\n", samples
+
+
+def render(families: Sequence[Family], fmt: Format, *, end: bool = True) -> bytes:
+    """The body of ``families`` in ``fmt``; ``end=False`` leaves out OpenMetrics' ``# EOF``
+    (a part of a body that others follow)."""
     pieces: list[bytes] = []
     out: list[str] = []
     large = sum(len(family.samples) for family in families) > UNCACHED_ABOVE
     label_text = _format_labels if large else _label_text
     for family in families:
-        if fmt is Format.OPENMETRICS:
-            name, kind, samples = _om_header(family)
-        else:
-            name, kind, samples = family.name, family.type, _text_samples(family)
-        if family.help:
-            out.append(f"# HELP {name} {_escape_help(family.help, fmt)}\n")
-        out.append(f"# TYPE {name} {kind}\n")
+        head, samples = layout(family, fmt)
+        out.append(head)
         for start in range(0, len(samples), _PIECE):
             out.extend(
                 _sample_line(sample, fmt, label_text) for sample in samples[start : start + _PIECE]
@@ -201,7 +208,7 @@ def render(families: Sequence[Family], fmt: Format) -> bytes:
             if len(out) >= _PIECE:
                 pieces.append("".join(out).encode())
                 out.clear()
-    if fmt is Format.OPENMETRICS:
+    if end and fmt is Format.OPENMETRICS:
         out.append("# EOF\n")
     if not pieces:  # the usual size: one piece, no second copy
         return "".join(out).encode()

@@ -40,3 +40,14 @@ class Histogram:
         result.append(Sample(name + "_sum", labels, self.total))
         result.append(Sample(name + "_count", labels, float(self.count)))
         return result
+
+    def values(self) -> list[float]:
+        """The values of ``samples()``, in their order."""
+        result: list[float] = []
+        running = 0
+        for count in self.counts:
+            running += count
+            result.append(running)
+        result.append(self.total)
+        result.append(self.count)
+        return result

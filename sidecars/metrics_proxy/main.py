@@ -8,14 +8,15 @@ import contextlib
 import ctypes
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sidecars.metrics_proxy.access_log import AccessLogMetrics
-from sidecars.metrics_proxy.auth import Guard, SecretFile
+from sidecars.metrics_proxy.auth import Guard, secret_file
 from sidecars.metrics_proxy.client import Fetcher
 from sidecars.metrics_proxy.endpoint import metrics_endpoint
 from sidecars.metrics_proxy.log_parsing import AccessLogParsing
 from sidecars.metrics_proxy.merge import UPSTREAM_ACCEPT
+from sidecars.metrics_proxy.positions import Positions, start_at
 from sidecars.metrics_proxy.scrape import Scraper, Upstream
 from sidecars.metrics_proxy.settings import PART, MetricsProxySettings, expanded_const_labels
 from sidecars.metrics_proxy.telemetry import Telemetry
@@ -66,15 +67,21 @@ def tls_context(settings: MetricsProxySettings) -> ssl.SSLContext | None:
 
 
 def guard_for(settings: MetricsProxySettings) -> Guard:
-    return Guard(
-        token_file=SecretFile(settings.bearer_token_file) if settings.bearer_token_file else None,
-        basic_user=settings.basic_auth_user,
-        basic_password_file=(
-            SecretFile(settings.basic_auth_password_file)
-            if settings.basic_auth_password_file
-            else None
-        ),
-    )
+    token, password = settings.bearer_token_file, settings.basic_auth_password_file
+    try:
+        return Guard(
+            token_file=secret_file("--bearer-token-file", token) if token else None,
+            basic_user=settings.basic_auth_user,
+            basic_password_file=(
+                secret_file("--basic-auth-password-file", password) if password else None
+            ),
+        )
+    except ValueError as exc:  # checked when parsed; gone since
+        raise SettingsError(str(exc)) from None
+
+
+def live_files(tailer: Tailer) -> Callable[[], list[str | None]]:
+    return lambda: [view.fingerprint for view in tailer.files()]
 
 
 class MetricsProxy:
@@ -90,6 +97,11 @@ class MetricsProxy:
     def build(self, ctx: lifecycle.Context) -> Handler:
         settings: MetricsProxySettings = ctx.settings
         const_labels = expanded_const_labels(settings, self.environ)
+        if settings.state_file is not None and not settings.state_file.parent.is_dir():
+            raise SettingsError(  # checked here, not when parsed: inject parses without volumes
+                f"--state-file (METRICS_PROXY_STATE_FILE): {settings.state_file.parent} is not "
+                "a directory (mount a volume there)"
+            )
         telemetry = Telemetry()
         if settings.access_log is not None:
             self.access = AccessLogMetrics(
@@ -129,21 +141,30 @@ class MetricsProxy:
         )
         return metrics_endpoint(self.scraper, guard_for(settings), telemetry)
 
-    async def _follow(self, tailer: Tailer) -> None:
+    async def _follow(self, tailer: Tailer, positions: Positions | None) -> None:
         assert self.parsing is not None
         feed = self.parsing.feed
         async for chunk in tailer:
             feed([raw.decode("utf-8", "replace") for raw in chunk.lines])
+            if positions is not None:
+                positions.counted(chunk.fingerprint, chunk.end)
 
     async def body(self, ctx: lifecycle.Context) -> int:
         settings: MetricsProxySettings = ctx.settings
         assert self.scraper is not None
-        tailer = follower = None
+        tailer = follower = saver = None
+        positions = Positions(settings.state_file) if settings.state_file else None
         try:
             if settings.access_log is not None:
+                known = positions.load() if positions else None
+                if positions is not None:
+                    positions.write(dict(known or {}))  # fails now, not later (logged)
                 tailer = Tailer(
                     [str(settings.access_log)],
-                    start_at=settings.access_log_start,  # type: ignore[arg-type]
+                    positions=known,
+                    start_at=start_at(  # type: ignore[arg-type]
+                        settings.access_log_start, settings.state_file
+                    ),
                     # Polled, not notified: nginx writes each line on its own, and a file
                     # notification per line woke this process once per request.
                     watch=False,
@@ -152,7 +173,9 @@ class MetricsProxy:
                 # The first scan fixes where reading starts; only then is it "ready", so
                 # requests sent after /readyz answers 200 are all counted.
                 tailer.scan()
-                follower = asyncio.create_task(self._follow(tailer))
+                follower = asyncio.create_task(self._follow(tailer, positions))
+                if positions is not None:
+                    saver = asyncio.create_task(positions.keep_saving(live_files(tailer)))
             ctx.health.set_ready(True, "serving")
             log.info(
                 "serving",
@@ -173,10 +196,13 @@ class MetricsProxy:
             return 0
         finally:
             ctx.health.set_ready(False, "stopping")
-            if follower is not None:
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await follower
+            for task in (follower, saver):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            if positions is not None and tailer is not None:
+                positions.save(live_files(tailer)())  # what was counted until now
             if tailer is not None:
                 await tailer.aclose()
             await self.scraper.close()

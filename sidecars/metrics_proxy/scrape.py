@@ -18,16 +18,15 @@ from prometheus_client import CollectorRegistry
 
 from sidecars.metrics_proxy.access_log import AccessLogMetrics
 from sidecars.metrics_proxy.client import Fetched, Fetcher, FetchError, describe
-from sidecars.metrics_proxy.collector import stub_status_families
-from sidecars.metrics_proxy.exposition import Family, Format, Labels, add_labels, render
+from sidecars.metrics_proxy.exposition import Family, Format, Labels, render
 from sidecars.metrics_proxy.merge import (
     ExpositionError,
     Merged,
     Parsed,
-    convert_metric,
     merge,
     parse_exposition,
 )
+from sidecars.metrics_proxy.own import OwnMetrics, OwnParts
 from sidecars.metrics_proxy.stub_status import StubStatus, StubStatusError, parse_stub_status
 from sidecars.metrics_proxy.telemetry import Telemetry
 from sidecars.metrics_proxy.worker import Busy, LoopThread
@@ -43,25 +42,61 @@ _PARSING = threading.Lock()
 
 
 class SingleFlight(Generic[T]):
-    """``run()`` starts ``produce`` unless a call is already in flight, then waits for that
-    one. A caller that goes away (client disconnect) does not cancel the shared call."""
+    """``run()`` calls ``produce`` unless a call is already in flight, then waits for that
+    call's outcome.
+
+    The first caller makes the call itself, in its own task: no task of its own for the call
+    and no extra turns of the event loop, which at one scrape at a time would cost more than
+    the scrape's own work. The others each wait on a future of their own, so one that goes away
+    (a client disconnect cancels it) leaves the rest waiting. When the first caller goes away
+    while others wait, the call is started again for them in a task, so they still get an
+    answer, and one made after they asked."""
 
     def __init__(self, produce: Callable[[], Awaitable[T]]) -> None:
         self._produce = produce
-        self._task: asyncio.Task[T] | None = None
+        self._flying = False
+        self._waiters: list[asyncio.Future[T]] = []
 
     async def run(self) -> T:
-        task = self._task
-        if task is None:
-            task = self._task = asyncio.ensure_future(self._produce())
-            task.add_done_callback(self._done)
-        return await asyncio.shield(task)
+        if self._flying:
+            waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            return await waiter
+        self._flying = True
+        try:
+            result = await self._produce()
+        except Exception as exc:
+            self._finish(None, exc)
+            raise
+        except BaseException:  # cancelled: the call is gone, not its outcome
+            if self._waiters:
+                task = asyncio.ensure_future(self._produce())
+                task.add_done_callback(self._landed)
+            else:
+                self._flying = False
+            raise
+        self._finish(result, None)
+        return result
 
-    def _done(self, task: asyncio.Task[T]) -> None:
-        if self._task is task:
-            self._task = None
-        if not task.cancelled():
-            task.exception()  # retrieved, so a failure nobody awaited is not logged as lost
+    def _landed(self, task: asyncio.Future[T]) -> None:
+        if task.cancelled():  # the process is stopping
+            waiters, self._waiters, self._flying = self._waiters, [], False
+            for waiter in waiters:
+                waiter.cancel()
+            return
+        error = task.exception()
+        self._finish(None if error is not None else task.result(), error)
+
+    def _finish(self, result: T | None, error: BaseException | None) -> None:
+        waiters, self._waiters = self._waiters, []
+        self._flying = False
+        for waiter in waiters:
+            if waiter.done():  # its caller went away
+                continue
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(result)  # type: ignore[arg-type]
 
 
 # A snapshot with more samples than this is rendered in a thread: a merged upstream can make
@@ -70,16 +105,19 @@ LARGE_SNAPSHOT = 20_000
 
 
 class Snapshot:
-    """The families of one round, with each encoding rendered at most once."""
+    """The families of one round (or only our own, as parts), with each encoding rendered at
+    most once."""
 
-    def __init__(self, families: Sequence[Family]) -> None:
-        self.families = families
-        self.samples = sum(len(family.samples) for family in families)
+    def __init__(self, families: Sequence[Family] | OwnParts) -> None:
+        self._parts = families if isinstance(families, OwnParts) else None
+        self.families = families if self._parts is None else ()
+        self.samples = sum(len(family.samples) for family in self.families)
         self._bodies: dict[tuple[Format, bool], bytes] = {}
         self._rendering: dict[tuple[Format, bool], asyncio.Future[bytes]] = {}
 
     def _render(self, fmt: Format, compressed: bool) -> bytes:
-        body = render(self.families, fmt)
+        parts = self._parts
+        body = render(self.families, fmt) if parts is None else parts.render(fmt)
         if compressed:
             body = gzip.compress(body, compresslevel=1, mtime=0)
         return body
@@ -111,15 +149,6 @@ class Snapshot:
                 self._rendering.pop(key, None)  # a failed rendering is tried again
         self._bodies[key] = body
         return body
-
-
-def registry_families(registry: CollectorRegistry) -> list[Family]:
-    families = []
-    for metric in registry.collect():
-        family = convert_metric(metric)
-        if family is not None:
-            families.append(family)
-    return families
 
 
 class SourceState:
@@ -220,6 +249,12 @@ class Scraper:
         self._stub_state = SourceState(STUB_STATUS)
         for upstream in self.upstreams:
             telemetry.upstream_up[upstream.name] = False
+        self.own = OwnMetrics(
+            telemetry=telemetry,
+            registry=registry,
+            access_log=access_log,
+            const_labels=const_labels,
+        )
         self._flight: SingleFlight[Snapshot] = SingleFlight(self._collect)
 
     async def snapshot(self) -> Snapshot:
@@ -306,15 +341,10 @@ class Scraper:
             )
         else:  # the common case; gather would cost a task per scrape
             status, fetched = await self._read_stub_status(), []
-        own = stub_status_families(status)
-        if self.access_log is not None:
-            own += self.access_log.families()
-        own += self.telemetry.families()
-        own += registry_families(self.registry)
-        own = [add_labels(family, self.const_labels) for family in own]
         upstream = [item for item in fetched if item is not None]
         if not upstream:  # our own families never collide among themselves
-            return Snapshot(own)
+            return Snapshot(self.own.parts(status))
+        own = self.own.families(status)
         # The upstreams' families carry the const labels already (added while parsing).
         if sum(len(f.samples) for _, families in upstream for f in families) < LARGE_SNAPSHOT:
             merged = merge(own, upstream)

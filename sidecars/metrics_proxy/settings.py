@@ -108,9 +108,14 @@ def parse_status_label(raw: str) -> str:
 
 def parse_start_at(raw: str) -> str:
     value = raw.strip().lower()
-    if value not in ("end", "beginning"):
-        raise ValueError("expected 'end' or 'beginning'")
+    if value not in ("auto", "end", "beginning"):
+        raise ValueError("expected 'auto', 'end' or 'beginning'")
     return value
+
+
+def parse_state_file(raw: str) -> Path | None:
+    value = raw.strip()
+    return Path(value) if value else None
 
 
 def parse_prefix(raw: str) -> str:
@@ -191,9 +196,17 @@ class MetricsProxySettings(CommonSettings):
         metavar="FORMAT",
     )
     access_log_start: str = setting(
-        "end",
-        help="where to start reading an existing access log: end or beginning",
+        "auto",
+        help="where to start reading an access log found at start that --state-file does not "
+        "know: beginning, end, or auto (beginning with --state-file, else end)",
         parse=parse_start_at,
+    )
+    state_file: Path | None = setting(
+        None,
+        help="file keeping how far each access log was counted, so a restart neither counts "
+        "lines again nor misses those written meanwhile; written atomically about every second",
+        parse=parse_state_file,
+        metavar="PATH",
     )
     status_label: str = setting(
         "code",

@@ -42,6 +42,28 @@ class Telemetry:
     def dropped_series(self, upstream: str, reason: str, count: int) -> None:
         self.dropped[(("upstream", upstream), ("reason", reason))] += count
 
+    def layout(self) -> tuple[tuple[object, ...], ...]:
+        """What decides the families' layout (their label sets): equal layouts, equal
+        families but for the values."""
+        return (
+            tuple(self.scrapes),
+            tuple(self.fetch_errors),
+            tuple(self.fetch_seconds),
+            tuple(self.upstream_up),
+            tuple(self.dropped),
+        )
+
+    def values(self) -> list[float]:
+        """The values of ``families()``' samples, in their order."""
+        values: list[float] = [n for _, n in sorted(self.scrapes.items())]
+        values.append(self.collections)
+        values += [n for _, n in sorted(self.fetch_errors.items())]
+        for _, histogram in sorted(self.fetch_seconds.items()):
+            values += histogram.values()
+        values += [ok for _, ok in sorted(self.upstream_up.items())]
+        values += [n for _, n in sorted(self.dropped.items())]
+        return values
+
     def families(self) -> list[Family]:
         durations: list[Sample] = []
         for source, histogram in sorted(self.fetch_seconds.items()):

@@ -19,6 +19,12 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# How much later than the job's own bound the waiting side gives up. The job's bound fires on
+# its loop and ends the job; the waiter's is the backstop for a job that does not yield. Were
+# they equal, a thread slowed by load would see the waiter give up first, the job still
+# running, and the next scrape find the thread busy ("stalled") for what was only a timeout.
+OUTER_MARGIN = 1.0
+
 
 class Busy(Exception):
     """The previous job has not ended yet (it outlived its deadline)."""
@@ -49,8 +55,9 @@ class LoopThread:
         return self._loop
 
     async def run(self, job: Callable[[], Awaitable[T]], seconds: float) -> T:
-        """``await job()`` on the thread's loop; TimeoutError after ``seconds`` of wall
-        clock whatever the job does; Busy while an earlier job is still running there."""
+        """``await job()`` on the thread's loop; TimeoutError after ``seconds`` (the job's
+        own bound, on its loop), and after ``seconds + OUTER_MARGIN`` of wall clock whatever
+        the job does; Busy while an earlier job is still running there."""
         if self._busy:
             raise Busy(self.name)
         self._busy = True  # cleared by the job itself when it ends, and by nothing else
@@ -83,7 +90,7 @@ class LoopThread:
         except BaseException:
             self._busy = False
             raise
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout(seconds + OUTER_MARGIN):
             return await asyncio.wrap_future(result)
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -35,10 +35,13 @@ _RACY_NS = 2 * 10**9
 _FORBIDDEN = frozenset(chr(c) for c in range(32) if c != 9) | {"\x7f"}
 
 
-def read_secret_file(path: Path, max_bytes: int = MAX_SECRET_BYTES) -> tuple[str, tuple[int, ...]]:
-    """The file's text without one trailing newline (``\\n`` or ``\\r\\n``), and the signature
-    of what was read. ValueError (naming the file) when it is missing, not a regular file,
-    unreadable, larger than ``max_bytes``, not UTF-8, empty, or holds control characters."""
+def read_secret_file(
+    path: Path, max_bytes: int = MAX_SECRET_BYTES, *, strip: bool = False
+) -> tuple[str, tuple[int, ...]]:
+    """The file's text without one trailing newline (``\\n`` or ``\\r\\n``; ``strip``: without
+    any surrounding whitespace), and the signature of what was read. ValueError (naming the
+    file) when it is missing, not a regular file, unreadable, larger than ``max_bytes``, not
+    UTF-8, empty, or holds control characters."""
     try:
         # O_NONBLOCK: a FIFO planted at the path must not hang the open.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
@@ -60,7 +63,7 @@ def read_secret_file(path: Path, max_bytes: int = MAX_SECRET_BYTES) -> tuple[str
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text") from None
-    text = text.removesuffix("\n").removesuffix("\r")
+    text = text.strip() if strip else text.removesuffix("\n").removesuffix("\r")
     if not text:
         raise ValueError(f"{path} is empty")
     if not _FORBIDDEN.isdisjoint(text):
@@ -76,17 +79,32 @@ def _signature(st: os.stat_result) -> tuple[int, ...]:
 
 class FileSecret(Generic[T]):
     """A value read from ``path`` and parsed by ``parse`` (a ValueError there makes the file
-    invalid); ``get()`` re-reads it when the file changed. ``setting`` names it in errors."""
+    invalid); ``get()`` re-reads it when the file changed. ``setting`` names it in errors.
 
-    def __init__(self, setting: str, path: Path, parse: Callable[[str], T]) -> None:
+    ``get()`` keeps the last good value while the file is unusable (a sink's credential: a
+    rotation in progress must not drop batches); ``usable()`` is None meanwhile (a credential
+    that guards something: fail closed). ``strip``: surrounding whitespace is not part of the
+    value."""
+
+    def __init__(
+        self,
+        setting: str,
+        path: Path,
+        parse: Callable[[str], T],
+        *,
+        strip: bool = False,
+        fail_closed: bool = False,
+    ) -> None:
         self.setting = setting
         self.path = path
         self._parse = parse
+        self._strip = strip
+        self._fail_closed = fail_closed  # only what is logged: usable() is the caller's choice
         self._trouble: str | None = None  # the error logged last, so it is logged once
         self._value, self._signature, self._racy = self._read()
 
     def _read(self) -> tuple[T, tuple[int, ...], bool]:
-        text, signature = read_secret_file(self.path)
+        text, signature = read_secret_file(self.path, strip=self._strip)
         try:
             value = self._parse(text)
         except ValueError as exc:
@@ -120,11 +138,18 @@ class FileSecret(Generic[T]):
         self._value = value
         return value
 
+    def usable(self) -> T | None:
+        """The file's current value; None while it is unusable."""
+        value = self.get()
+        return None if self._trouble is not None else value
+
     def _keep_last(self, error: str) -> None:
         # The signature is left as it was, so every use tries again until a read succeeds.
         if error != self._trouble:
             log.warning(
-                "secret file unusable, keeping the last good value",
+                "secret file unusable, refusing every request until it is usable again"
+                if self._fail_closed
+                else "secret file unusable, keeping the last good value",
                 extra=kv(setting=self.setting, path=str(self.path), error=error),
             )
             self._trouble = error

@@ -59,9 +59,10 @@ def down() -> int:
 
 def following(page_url: str, metrics_url: str) -> bool:
     """Whether the metrics-proxy counts the page's requests yet. Sidecars that run as regular
-    containers (podman, classic) start in no order, and the metrics-proxy reads an existing access
-    log from its end (--access-log-start end): requests nginx answered before it opened the log
-    are not counted. So a request, then a look at the count, until it moves."""
+    containers (podman, classic) start in no order; with the manifests' --state-file the proxy
+    counts an access log it has not seen from its start, also the requests nginx answered before
+    it started, but it may not be serving yet. So a request, then a look at the count, until it
+    moves."""
     http_get(page_url, timeout=5)
     status, body, _ = http_get(metrics_url, timeout=5)
     return status == 200 and responses(samples(body), "200") >= 1

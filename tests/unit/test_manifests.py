@@ -133,6 +133,7 @@ def test_app_pod_shape():
         "logs",
         "run",
         "cache",
+        "metrics-proxy-state",
         "log-shipper-state",
         "log-shipper-secrets",
     }
@@ -363,6 +364,7 @@ def test_podman_variant():
         "other-logs",
         "other-run",
         "other-cache",
+        "other-metrics-proxy-state",
         "other-log-shipper-state",
     }
     assert {m["name"] for m in nginx["volumeMounts"]} == {

@@ -23,7 +23,8 @@ except ImportError:  # no wheel for this platform: zlib does the same job, more 
 _GZIP = 31  # wbits for the gzip container
 _ISAL_LEVELS = range(1, 4)
 
-Body = tuple[bytes, dict[str, str]]  # the request body and its Content-Encoding header
+# The request body (bytes, or a bytearray built in place) and its Content-Encoding header.
+Body = tuple[bytes | bytearray, dict[str, str]]
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -60,23 +61,25 @@ async def encode_pieces(pieces: Iterable[bytes], level: int, *, prefer_isal: boo
     if level <= 0:
         return b"".join(pieces), {}
     packer = compressor(level, prefer_isal=prefer_isal)
-    out: list[bytes] = []
+    # Appended in place: a list of parts joined at the end held the body twice for a moment,
+    # while the batch's lines were still held too (the peak of a backlog drain).
+    out = bytearray()
     if _is_isal(packer):
         for piece in pieces:
-            out.append(packer.compress(piece))
+            out += packer.compress(piece)
             await asyncio.sleep(0)
     else:
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[bytes] | None = None
         for piece in pieces:
             if pending is not None:
-                out.append(await pending)
+                out += await pending
             # One call at a time on the compressor, in order: the previous one has returned.
             pending = loop.run_in_executor(_worker(), packer.compress, piece)
         if pending is not None:
-            out.append(await pending)
-    out.append(packer.flush())
-    return b"".join(out), {"Content-Encoding": "gzip"}
+            out += await pending
+    out += packer.flush()
+    return out, {"Content-Encoding": "gzip"}
 
 
 def _is_isal(packer: Any) -> bool:

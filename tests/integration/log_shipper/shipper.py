@@ -20,9 +20,12 @@ class Shipper:
         *args: str,
         env: dict[str, str] | None = None,
         prefix: Sequence[str] = (),
+        state_file: Path | None = None,
     ) -> None:
-        """``prefix``: a command the shipper runs under (e.g. setpriv dropping capabilities)."""
+        """``prefix``: a command the shipper runs under (e.g. setpriv dropping capabilities);
+        ``state_file``: elsewhere than in ``root`` (e.g. on a volume of its own)."""
         self.root = root
+        self._state_file = state_file
         self.args = list(args)
         self.env = env
         self.prefix = list(prefix)
@@ -32,7 +35,7 @@ class Shipper:
 
     @property
     def state_file(self) -> Path:
-        return self.root / "state.json"
+        return self._state_file or self.root / "state.json"
 
     def start(self) -> Shipper:
         self.root.mkdir(parents=True, exist_ok=True)

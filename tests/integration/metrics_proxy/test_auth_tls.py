@@ -108,3 +108,34 @@ def test_tls_with_a_key_that_does_not_match(
     output = proxy.proc.output()
     assert "--tls-cert-file/--tls-key-file: cannot load" in output
     assert "Traceback" not in output
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_huge_token_file_swapped_in_is_refused_without_reading_it(
+    nginx: Site, proxies: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """Memory as the attack: the token's file replaced by a 1 GiB (sparse) one. The proxy
+    reads at most 64 KiB of it (it read the whole file into memory before it shared the
+    log-shipper's secret reader), refuses every scrape meanwhile (fail closed) and takes the
+    token again once the file is fixed."""
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    proxy = proxies(
+        "--stub-status-url", nginx.stub_status_url, "--bearer-token-file", str(token)
+    ).wait_ready()
+    bearer = {"Authorization": "Bearer s3cret-token"}
+    assert proxy.get("/metrics", headers=bearer)[0] == 200
+    before = vm_hwm_kib(proxy.proc.pid)
+    with open(token, "r+b") as out:
+        out.truncate(1024**3)  # "s3cret-token\n" and then zeros
+    assert proxy.get("/metrics", headers=bearer)[0] == 401
+    assert vm_hwm_kib(proxy.proc.pid) - before < 8 * 1024, before
+    assert "larger than 65536 bytes" in proxy.proc.output()
+    token.write_text("s3cret-token\n")
+    assert proxy.get("/metrics", headers=bearer)[0] == 200

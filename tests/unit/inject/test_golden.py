@@ -163,5 +163,5 @@ def test_removing_what_the_marker_names_gives_back_the_input(name: str) -> None:
     assert len(out) == len(given)
     for after, before in zip(out, given, strict=True):
         if after["kind"] in WORKLOADS and (holder := pod_template(after)) is not None:
-            uninject(holder, tpl)
+            uninject(holder, tpl, after)
         assert plain(after) == plain(before)

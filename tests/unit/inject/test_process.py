@@ -145,3 +145,38 @@ def test_a_copied_marker_cannot_make_it_delete_the_users_containers(tmp_path: Pa
     code, out, err, _ = run(forged, tmp=tmp_path)
     assert (code, out) == (2, b"")
     assert "annotation sidecars.inject/status names containers ['nginx'], not all added" in err
+
+
+def _inject_into(stdout: int, tmp: Path) -> subprocess.CompletedProcess:
+    source = tmp / "in.yaml"
+    source.write_text(DEPLOYMENT)
+    return subprocess.run(
+        [sys.executable, "-m", "sidecars", "inject", "-f", str(source)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_reader_that_went_away_is_no_traceback(tmp_path: Path) -> None:
+    # `sidecars inject ... | head -1`: the pipe's reader is gone before the output is written.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = _inject_into(write, tmp_path)
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert done.stderr == b"", done.stderr.decode()
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    with open("/dev/full", "wb") as full:
+        done = _inject_into(full.fileno(), tmp_path)
+    assert done.returncode == 1
+    assert (
+        done.stderr.decode()
+        == "sidecars inject: cannot write the output: No space left on device\n"
+    )

@@ -20,6 +20,9 @@ TPL = template.packaged()
 OURS = {n for p in TPL.part_order for n in TPL.containers_of(p)}
 OUR_VOLUMES = TPL.volumes_for(TPL.part_order) | {"sidecars-nginx-conf"}
 
+OUR_PORTS = {9101, 9102, 9113, 8081}
+SKIP_KEYS = [f"checkov.io/skip{n}" for n in range(1, 5)]
+SKIP_VALUES = ["CKV_K8S_43=pinned by our CD", "CKV_K8S_8=no probe here", "CKV_K8S_15"]
 names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True).filter(
     lambda n: n not in OURS and n not in OUR_VOLUMES and n != "chart-conf"
 )
@@ -36,6 +39,13 @@ def deployments(draw: st.DrawFn) -> dict:
     )
     volume_names = draw(st.lists(names, max_size=3, unique=True))
     nginx = {"name": "nginx", "image": "nginx:1.27"}
+    ports = draw(
+        st.lists(
+            st.integers(1, 65535).filter(lambda p: p not in OUR_PORTS), max_size=2, unique=True
+        )
+    )
+    if ports:
+        nginx["ports"] = [{"containerPort": p, "name": f"p{i}"} for i, p in enumerate(ports)]
     if volume_names:
         nginx["volumeMounts"] = [{"name": volume_names[0], "mountPath": "/data"}]
     others = [
@@ -69,10 +79,17 @@ def deployments(draw: st.DrawFn) -> dict:
     )
     if annotations:
         meta["annotations"] = annotations
+    top: dict = {"name": "web"}
+    # The user's own checkov skips on the workload: ours go beside them, under free keys.
+    skips = draw(
+        st.dictionaries(st.sampled_from(SKIP_KEYS), st.sampled_from(SKIP_VALUES), max_size=3)
+    )
+    if skips:
+        top["annotations"] = skips
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web"},
+        "metadata": top,
         "spec": {
             "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": meta, "spec": spec},
@@ -112,6 +129,17 @@ def test_nothing_lost_exactly_undone_and_idempotent(doc: dict, version: str) -> 
             assert kept[volume["name"]] == volume
     for key, value in before["metadata"].get("annotations", {}).items():
         assert after["metadata"]["annotations"][key] == value
+    theirs = doc["metadata"].get("annotations", {})
+    for key, value in theirs.items():  # the user's skips, untouched
+        assert workload["metadata"]["annotations"][key] == value
+    check = {k: str(v).partition("=")[0] for k, v in workload["metadata"]["annotations"].items()}
+    added = [c for k, c in check.items() if k not in theirs]
+    assert not set(added) & {check[k] for k in theirs}, "a check the user skips, skipped again"
+    assert len(added) == len(set(added)) and set(check.values()) >= {
+        "CKV_K8S_43",
+        "CKV_K8S_15",
+        "CKV_K8S_40",
+    }
     if "terminationGracePeriodSeconds" in before["spec"]:
         assert (
             after["spec"]["terminationGracePeriodSeconds"]
@@ -123,7 +151,7 @@ def test_nothing_lost_exactly_undone_and_idempotent(doc: dict, version: str) -> 
     # Removing what the marker names gives back the input exactly.
     (injected,) = (d for d in split(out) if d.data["kind"] == "Deployment")
     holder = pod_template(injected.data)
-    assert uninject(holder, TPL) is not None
+    assert uninject(holder, TPL, injected.data) is not None
     assert plain(injected.data) == plain(doc)
     # And injecting the output again changes nothing.
     code, again, err = inject(out, ["--kube-version", version])

@@ -39,6 +39,16 @@ FREE = st.lists(
     ),
     max_size=8,
 ).map("".join)
+# What nginx's escape=default writes: printable ASCII only (chunks then take the ASCII and bytes
+# passes of chunk_fields, where the encoder writes whole records from one regex pass).
+FREE_ASCII = st.lists(
+    st.one_of(
+        st.sampled_from(list('"\\ -[]%{}/:')),
+        st.sampled_from([" [24/Nov/2026:00:00:01 +0000]", "\\x22", "GET /a HTTP/1.1", '" 200 1 "']),
+        st.characters(min_codepoint=0x20, max_codepoint=0x7E),
+    ),
+    max_size=8,
+).map("".join)
 TYPED: dict[str, st.SearchStrategy[str]] = {
     "status": st.integers(100, 599).map(str),
     "body_bytes_sent": st.integers(0, 10**6).map(str),
@@ -54,11 +64,13 @@ TYPED: dict[str, st.SearchStrategy[str]] = {
 
 
 @st.composite
-def line_for(draw: st.DrawFn, parser: nginx_log.LogFormatParser) -> str:
+def line_for(
+    draw: st.DrawFn, parser: nginx_log.LogFormatParser, free: st.SearchStrategy[str] = FREE
+) -> str:
     """A line as nginx writes it for ``parser``'s format, or now and then something else."""
     kind = draw(st.integers(0, 19))
     if kind == 0:
-        return draw(FREE)  # garbage
+        return draw(free)  # garbage
     out = []
     for part in tokenize_format(parser.format):
         if isinstance(part, nginx_log.Literal):
@@ -66,7 +78,7 @@ def line_for(draw: st.DrawFn, parser: nginx_log.LogFormatParser) -> str:
         elif part.name in TYPED and kind != 1:
             out.append(draw(TYPED[part.name]))
         else:
-            out.append(nginx_escape(draw(FREE), parser.escape))
+            out.append(nginx_escape(draw(free), parser.escape))
     line = "".join(out)
     if kind == 2:  # longer than LONG_LINE: the linear-time regex's business
         line = line.replace(" ", " " + "x" * nginx_log.LONG_LINE, 1)
@@ -74,9 +86,11 @@ def line_for(draw: st.DrawFn, parser: nginx_log.LogFormatParser) -> str:
 
 
 @st.composite
-def chunks(draw: st.DrawFn) -> tuple[nginx_log.LogFormatParser, list[str]]:
+def chunks(
+    draw: st.DrawFn, free: st.SearchStrategy[str] = FREE
+) -> tuple[nginx_log.LogFormatParser, list[str]]:
     parser = draw(st.sampled_from(PARSERS))
-    return parser, draw(st.lists(line_for(parser), min_size=1, max_size=12))
+    return parser, draw(st.lists(line_for(parser, free), min_size=1, max_size=12))
 
 
 def per_line(parser: nginx_log.LogFormatParser, texts: list[str]) -> list[Any]:
@@ -88,7 +102,22 @@ def per_line(parser: nginx_log.LogFormatParser, texts: list[str]) -> list[Any]:
 def test_property_chunk_parse_writes_what_the_per_line_path_wrote(
     chunk: tuple[nginx_log.LogFormatParser, list[str]], anchor: int, start: int
 ) -> None:
-    parser, texts = chunk
+    check_against_per_line(*chunk, anchor, start)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunk=chunks(FREE_ASCII), anchor=st.integers(0, 2**62), start=st.integers(0, 2**40))
+def test_property_ascii_chunks_write_what_the_per_line_path_wrote(
+    chunk: tuple[nginx_log.LogFormatParser, list[str]], anchor: int, start: int
+) -> None:
+    """ASCII lines as nginx writes them, with unclosed quotes and fake status fields, which a
+    regex running over the joined lines could match across a newline."""
+    check_against_per_line(*chunk, anchor, start)
+
+
+def check_against_per_line(
+    parser: nginx_log.LogFormatParser, texts: list[str], anchor: int, start: int
+) -> None:
     bounds = [start]
     for text in texts:
         bounds.append(bounds[-1] + len(text.encode()) + 1)
@@ -126,3 +155,40 @@ def test_a_clean_chunk_takes_the_one_pass_path() -> None:
     assert times is not None and fields[1]["http_user_agent"] == 'curl"'
     fields, times = ChunkParser(nginx_log.PRESETS["sidecars"]).parse([line, "oops"])
     assert times is None and fields[1] is None and isinstance(fields[0], dict)
+
+
+SIDECARS_LINE = (
+    '203.0.113.9 - - [24/Nov/2026:05:52:04 +0100] "GET /a HTTP/1.1" 200 612 "-" "curl/8.5.0" '
+    '0.012 "-"'
+)
+
+
+def test_a_clean_piece_is_written_from_one_pass_as_the_per_line_path_writes_it() -> None:
+    parser = nginx_log.PRESETS["sidecars"]
+    texts = [SIDECARS_LINE, SIDECARS_LINE.replace("/a", "/b?q=%25")]
+    fields, times = ChunkParser(parser).parse(texts)
+    assert times is not None and all(isinstance(value, Deferred) for value in fields)
+    joined = "\n".join(texts).encode()
+    tails = fields[0].tails(texts, joined)
+    assert tails is not None  # the shortcut holds for these lines
+    bounds = [0, len(texts[0]) + 1, len(joined) + 1]
+    stamps = Stamper(0).stamp(texts, fields, bounds, times)
+    fast = Batch("/logs/100%.log", "fp", texts, bounds, stamps, fields)
+    slow = Batch("/logs/100%.log", "fp", texts, bounds, stamps, per_line(parser, texts))
+    assert ndjson(fast) == ndjson(slow)
+
+
+def test_a_quoted_value_running_into_the_next_line_sends_the_chunk_down_the_per_line_path() -> None:
+    """The chunk regex lets a quoted value run past a newline (faster); a line whose quote is
+    never closed, followed by one that would close it, must still count as unparsed."""
+    parser = nginx_log.PRESETS["sidecars"]
+    cut = SIDECARS_LINE.index('" 200 612 "-"')
+    texts = [SIDECARS_LINE[:cut], SIDECARS_LINE[cut:], SIDECARS_LINE]
+    expected = per_line(parser, texts)
+    assert expected[0] is None and expected[1] is None and expected[2] is not None
+    chunk_parser = ChunkParser(parser)
+    assert len(chunk_parser._scan_ascii("\n".join(texts))) == 2  # the first match spans two
+    fields, times = chunk_parser.parse(texts)
+    assert times is None and fields == expected
+    _, unparsed, _ = LineFormats(parser).parse_chunk("fp", "/logs/access.log", texts)
+    assert unparsed == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -288,3 +289,87 @@ def test_a_fifo_as_the_pid_file_is_refused_not_waited_on(tmp_path: Path) -> None
         pytest.fail("reading a FIFO pid file blocked")
     (error,) = outcome
     assert isinstance(error, NginxNotFound) and "not a regular file" in str(error)
+
+
+def _rotator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signalled: list[int]) -> Any:
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from sidecars.log_shipper import rotate
+    from sidecars.log_shipper.metrics import ShipperMetrics
+
+    live = tmp_path / "access.log"
+    live.write_bytes(b"live " + b"x" * 2000 + b"\n")  # over --rotate-bytes
+    proc = fake_proc(tmp_path / "proc", {10: MASTER}, {})
+    pidfile = tmp_path / "nginx.pid"
+    pidfile.write_text("10\n")
+    monkeypatch.setattr(rotate, "signal_master", lambda pid, sig, proc: signalled.append(pid))
+    monkeypatch.setattr(rotate, "find_master", lambda **how: 10)  # found: not what is tested
+    settings = SimpleNamespace(
+        paths=[str(live)], rotate_bytes=1500, max_held_bytes=0, nginx_pidfile=pidfile,
+        rotate_wait=1.0,
+    )  # fmt: skip
+    tailer = SimpleNamespace(drop=lambda fingerprint: None, wake=lambda: None)
+    pipelines = [SimpleNamespace(key="http", tailer=tailer)]
+    metrics = ShipperMetrics(CollectorRegistry())
+    return rotate.Rotator(
+        settings, SimpleNamespace(streams={}), lambda: pipelines, metrics, proc=proc
+    )
+
+
+def test_a_full_logs_volume_keeps_the_log_in_place_says_so_and_rotates_once_space_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from sidecars.log_shipper import rotate
+
+    signalled: list[int] = []
+    rotator = _rotator(tmp_path, monkeypatch, signalled)
+    live = tmp_path / "access.log"
+    real_rename = os.rename
+    full = True
+
+    def rename(src: str, dst: str) -> None:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(rotate.os, "rename", rename)
+    for _ in range(3):
+        rotator.turn()
+        rotator._rotated_at.clear()  # no pause between attempts in this test
+    assert live.exists() and not list(tmp_path.glob("access.log.*")), "left in place, whole"
+    assert signalled == [], "nginx is not told to reopen a file that was not renamed"
+    warnings = [r.message for r in caplog.records if "cannot rotate" in r.message]
+    assert warnings == [
+        "cannot rotate: renaming the log failed (the logs volume is full: a new directory entry "
+        "needs space); retried, nothing is lost meanwhile (the file grows on)"
+    ]
+    full = False
+    rotator.turn()
+    assert signalled == [10] and not live.exists() and len(list(tmp_path.glob("access.log.*")))
+
+
+def test_a_reopen_nginx_could_not_do_is_asked_for_again_until_the_live_name_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nginx cannot reopen its log on a full (or read-only) volume and never retries by itself:
+    without a new USR1 it writes to the rotated file forever."""
+    from sidecars.log_shipper import rotate
+
+    monkeypatch.setattr(rotate, "_REOPEN_WARN_AFTER", 0.0)
+    signalled: list[int] = []
+    rotator = _rotator(tmp_path, monkeypatch, signalled)
+    live = tmp_path / "access.log"
+    rotator.turn()
+    assert signalled == [10] and not live.exists()
+    rotator.turn()  # the live name is not back: asked again
+    rotator.turn()
+    assert signalled == [10, 10, 10]
+    assert sum("did not reopen" in r.message for r in caplog.records) == 1, "logged once"
+    live.write_bytes(b"reopened\n")  # nginx could reopen at last
+    rotator.turn()
+    rotator.turn()
+    assert signalled == [10, 10, 10]

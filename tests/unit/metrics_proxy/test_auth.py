@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecars.metrics_proxy.auth import Guard, SecretFile, check_authorization, read_secret
+from sidecars.metrics_proxy.auth import Guard, check_authorization, read_secret, secret_file
 
 
 def basic(user: str, password: str) -> str:
@@ -69,7 +69,7 @@ def test_rotated_secret_works_without_restart_and_a_lost_one_fails_closed(
         (tmp_path / version / "token").write_text(token)
     os.symlink("v1", tmp_path / "..data")
     os.symlink("..data/token", tmp_path / "token")
-    guard = Guard(token_file=SecretFile(tmp_path / "token"))
+    guard = Guard(token_file=secret_file("--bearer-token-file", tmp_path / "token"))
     assert guard.allows("Bearer old")
     os.symlink("v2", tmp_path / "..data_tmp")
     os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
@@ -78,6 +78,17 @@ def test_rotated_secret_works_without_restart_and_a_lost_one_fails_closed(
     os.unlink(tmp_path / "..data")
     assert not guard.allows("Bearer new")
     assert not guard.allows(None)
+    os.symlink("v2", tmp_path / "..data")  # back: accepted again, no restart
+    assert guard.allows("Bearer new")
+
+
+def test_surrounding_whitespace_is_not_part_of_the_secret(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("  tok \n\n")
+    guard = Guard(token_file=secret_file("--bearer-token-file", tmp_path / "token"))
+    assert guard.allows("Bearer tok")
+    (tmp_path / "token").write_text("to\nk\n")  # a line break inside: refused, fail closed
+    os.utime(tmp_path / "token", ns=(1, 1))
+    assert not guard.allows("Bearer tok") and not guard.allows("Bearer to")
 
 
 def test_open_guard_allows_everything() -> None:
@@ -86,7 +97,11 @@ def test_open_guard_allows_everything() -> None:
 
 def test_challenge_names_the_scheme(tmp_path: Path) -> None:
     (tmp_path / "p").write_text("pw")
-    assert Guard(basic_user="u", basic_password_file=SecretFile(tmp_path / "p")).challenge() == (
-        'Basic realm="metrics"'
+    assert Guard(
+        basic_user="u",
+        basic_password_file=secret_file("--basic-auth-password-file", tmp_path / "p"),
+    ).challenge() == ('Basic realm="metrics"')
+    assert (
+        Guard(token_file=secret_file("--basic-auth-password-file", tmp_path / "p")).challenge()
+        == 'Bearer realm="metrics"'
     )
-    assert Guard(token_file=SecretFile(tmp_path / "p")).challenge() == 'Bearer realm="metrics"'

@@ -68,3 +68,25 @@ async def test_a_slow_job_is_ended_on_its_own_loop_too(worker: LoopThread) -> No
     with pytest.raises(TimeoutError):
         await worker.run(slow, 0.1)
     await wait_idle(worker)  # cancelled there at its bound, not left running for 30 s
+
+
+async def test_under_load_the_jobs_own_timeout_ends_it_before_the_waiter_gives_up(
+    worker: LoopThread,
+) -> None:
+    """The thread's loop held past the job's bound (a stand-in for a loaded machine): the job's
+    own timeout must still be what ends the call, so the thread is free for the next one.
+    With equal bounds the waiter gave up first and the next call found the thread Busy."""
+    import time
+
+    async def stalls() -> None:
+        asyncio.get_running_loop().call_later(0.05, time.sleep, 0.4)  # holds the thread's loop
+        await asyncio.Event().wait()  # an upstream that never answers
+
+    with pytest.raises(TimeoutError):
+        await worker.run(stalls, 0.1)
+    assert not worker.busy, "ended by its own bound, not abandoned by the waiter"
+
+    async def ok() -> str:
+        return "next"
+
+    assert await worker.run(ok, 5) == "next"
