@@ -69,6 +69,22 @@ def peak_mib(group: Group) -> float | None:
     return int(group.memory_peak.read_text()) / 2**20 if group.memory_peak else None
 
 
+def memory_split(group: Group) -> tuple[float, float] | None:
+    """(anonymous, page cache) MiB charged to the group now, from memory.stat: what its peak is
+    made of. v1 ``total_rss``/``total_cache`` (the group and any below it), v2 ``anon``/``file``.
+    A file's pages are charged to the group that first read them: the image's files read at
+    start count here only when no other group (the image build) read them before."""
+    try:
+        text = (group.procs.parent / "memory.stat").read_text()
+    except OSError:
+        return None
+    stat = dict(line.split()[:2] for line in text.splitlines() if line.strip())
+    for anon, cache in (("total_rss", "total_cache"), ("rss", "cache"), ("anon", "file")):
+        if anon in stat and cache in stat:
+            return int(stat[anon]) / 2**20, int(stat[cache]) / 2**20
+    return None
+
+
 def vmhwm_mib(group: Group) -> tuple[float, float]:
     """The largest VmHWM among the group's processes, and their sum (MiB)."""
     values = []

@@ -18,6 +18,7 @@ ISSUE_TAX = (0.52, 0.57)
 ISSUE_MIB = 110
 TARGET_TAX = 0.25
 TARGET_MIB = 75
+TRIED = HERE / "TRIED.md"  # appended to RESULTS.md as it is
 
 
 def window_line(window: Any) -> str:
@@ -67,7 +68,11 @@ def render(result: dict, started: datetime, command: str) -> str:
         '"window" is the wrk run alone, "+ drain" runs on until the log-shipper has shipped '
         "every line of the window (its /metrics count)",
         "- memory: the cgroup's peak since the container started (memory.max_usage_in_bytes, "
-        "page cache included), and the largest VmHWM among the container's processes",
+        "page cache included: what a limit is enforced against), the largest VmHWM among the "
+        "container's processes, and what the cgroup holds once the window's lines are shipped, "
+        "anonymous / page cache (memory.stat). The image's files are read by its build first, "
+        "so their page cache is charged there, not to the containers (a fresh node would charge "
+        "a container the files it reads first)",
         "",
         "## Summary",
         "",
@@ -101,8 +106,8 @@ def render(result: dict, started: datetime, command: str) -> str:
             f"shipped {drain} after the window)",
             "",
             "| container | CPU s, window | % of a core | / nginx | CPU s, + drain | / nginx "
-            "| cgroup peak | VmHWM |",
-            "|---|---|---|---|---|---|---|---|",
+            "| cgroup peak | VmHWM | after: anon / cache |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for name in CONTAINERS:
             peak = w.peak[name]
@@ -110,18 +115,25 @@ def render(result: dict, started: datetime, command: str) -> str:
                 f"| {name} | {w.cpu[name]:.2f} | {100 * w.cpu[name] / seconds:.1f} % | "
                 f"{w.cpu[name] / w.cpu['nginx']:.2f}x | {w.cpu_drain[name]:.2f} | "
                 f"{w.cpu_drain[name] / w.cpu_drain['nginx']:.2f}x | "
-                f"{'-' if peak is None else f'{peak:.0f} MiB'} | {w.hwm[name]:.0f} MiB |"
+                f"{'-' if peak is None else f'{peak:.0f} MiB'} | {w.hwm[name]:.0f} MiB | "
+                f"{_split(w.split.get(name))} |"
             )
         out += [
             f"| sidecars together | {sum(w.cpu[n] for n in SIDECARS):.2f} | "
             f"{100 * sum(w.cpu[n] for n in SIDECARS) / seconds:.1f} % | **{w.tax(w.cpu):.2f}x** "
             f"| {sum(w.cpu_drain[n] for n in SIDECARS):.2f} | **{w.tax(w.cpu_drain):.2f}x** | "
-            f"{sidecar_mib(w):.0f} MiB | |",
+            f"{sidecar_mib(w):.0f} MiB | | |",
             "",
         ]
     out += ["![the sidecar tax per container](charts/tax.png)", ""]
     out += _profile(result)
+    if TRIED.exists():  # the hand-written record of what was tried, with its numbers
+        out += ["", TRIED.read_text().strip(), ""]
     return "\n".join(out) + "\n"
+
+
+def _split(split: tuple[float, float] | None) -> str:
+    return "-" if split is None else f"{split[0]:.0f} / {split[1]:.0f} MiB"
 
 
 def _files(result: dict) -> str:

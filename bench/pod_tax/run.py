@@ -61,6 +61,8 @@ class Window:
     drain_s: float | None  # seconds after the window until then (None: not within the timeout)
     peak: dict[str, float | None] = field(default_factory=dict)  # cgroup peak, MiB
     hwm: dict[str, float] = field(default_factory=dict)  # largest VmHWM of its processes, MiB
+    # (anonymous, page cache) MiB charged to the cgroup once every line was shipped
+    split: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -132,6 +134,7 @@ def measure_window(
         drain_s=drain_s,
         peak={name: cgroups.peak_mib(group) for name, group in groups.items()},
         hwm={name: cgroups.vmhwm_mib(group)[0] for name, group in groups.items()},
+        split={name: cgroups.memory_split(group) for name, group in groups.items()},
     )
 
 

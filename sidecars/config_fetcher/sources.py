@@ -1,7 +1,7 @@
 """Sources: where config comes from. Local paths (files, directories, mounted ConfigMaps) here,
 HTTP(S) URLs in http_source.py (imported only for URL sources, so an init container reading a
-ConfigMap never loads aiohttp). Each returns raw bytes (or, for a directory, a ready bundle) and
-classifies every failure as transient or not (see errors.py)."""
+ConfigMap never loads an HTTP client). Each returns raw bytes (or, for a directory, a ready
+bundle) and classifies every failure as transient or not (see errors.py)."""
 
 from __future__ import annotations
 

@@ -261,6 +261,13 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _lines(headers: dict[str, str]) -> str:
+    for name, value in headers.items():
+        if any(c in f"{name}{value}" for c in "\r\n\0"):
+            raise ValueError(f"header {name[:40]!r}: a line break or NUL cannot be sent")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+
 class Client:
     """Requests to one URL over a kept-alive connection; one request at a time."""
 
@@ -292,10 +299,11 @@ class Client:
         socket: str | None = None,
         headers: dict[str, str] | None = None,
         ca_file: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Client:
         """A client for an ``http://`` or ``https://`` URL (a password in it becomes basic
-        auth; https verifies against ``ca_file``, or the system CAs). With ``socket``, the
-        connection goes to that unix socket and the URL only names the request."""
+        auth; https verifies with ``tls``, else against ``ca_file``, or the system CAs). With
+        ``socket``, the connection goes to that unix socket and the URL only names the request."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
@@ -313,7 +321,7 @@ class Client:
             path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
             host_header=shown_host if parts.port is None else f"{shown_host}:{port}",
             socket=socket,
-            tls=ssl.create_default_context(cafile=ca_file) if https else None,
+            tls=(tls or ssl.create_default_context(cafile=ca_file)) if https else None,
             headers=all_headers,
         )
 
@@ -332,10 +340,16 @@ class Client:
             )
         return conn
 
-    async def get(self, max_body: int) -> Response:
+    async def get(self, max_body: int, headers: dict[str, str] | None = None) -> Response:
         """Raises OSError (connect), ssl.SSLError, ProtocolError, TooLarge or EOFError
-        (cut off); the caller bounds the time with a timeout, which closes the connection."""
-        return await self._request((self._get,), max_body, truncate=False)
+        (cut off); the caller bounds the time with a timeout, which closes the connection.
+        ``headers`` go with this request only (ValueError for a value a header cannot hold)."""
+        request = self._get
+        if headers:
+            request = f"GET {self.path} HTTP/1.1\r\n{self._fixed}{_lines(headers)}\r\n".encode(
+                "latin-1"
+            )
+        return await self._request((request,), max_body, truncate=False)
 
     async def post(
         self, body: bytes, headers: dict[str, str], *, max_body: int, truncate: bool = True

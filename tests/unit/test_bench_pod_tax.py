@@ -37,6 +37,21 @@ def test_pure_v2_reads_cpu_stat_and_memory_peak(tmp_path: Path) -> None:
     assert cgroups.peak_mib(group) == 5
 
 
+def test_memory_split_reads_anon_and_page_cache_on_v1_and_v2(tmp_path: Path) -> None:
+    v1 = tmp_path / "memory" / "libpod_parent" / "libpod-abc"
+    v1.mkdir(parents=True)
+    (v1 / "memory.stat").write_text(f"cache 1\nrss 2\ntotal_cache {2**20}\ntotal_rss {3 * 2**20}\n")
+    group = cgroups.locate(cgroups.parse(HYBRID), tmp_path)
+    assert cgroups.memory_split(group) == (3, 1)
+    v2 = tmp_path / "g"
+    v2.mkdir()
+    (v2 / "cpu.stat").write_text("usage_usec 1\n")
+    (v2 / "memory.stat").write_text(f"anon {5 * 2**20}\nfile {2**21}\nkernel 9\n")
+    assert cgroups.memory_split(cgroups.locate({"": "/g"}, tmp_path)) == (5, 2)
+    (v2 / "memory.stat").unlink()
+    assert cgroups.memory_split(cgroups.locate({"": "/g"}, tmp_path)) is None
+
+
 def test_a_v2_kernel_without_memory_peak_reports_none(tmp_path: Path) -> None:
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "cpu.stat").write_text("usage_usec 1\n")

@@ -4,6 +4,9 @@ published before left byte-for-byte intact."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +265,76 @@ def test_env_subst_undefined_variable(origin, published) -> None:
     origin.script("/t.tar.gz", Reply(200, tar_gz({"conf.d/site.conf": b"listen ${NOPE_PORT};"})))
     run = fetch_once(origin.url + "/t.tar.gz", dest, "--env-subst")
     assert_failed(run, before, dest, "${NOPE_PORT} in conf.d/site.conf is not set")
+
+
+# --- The direct client (runtime/http11.py) and the proxied one (aiohttp) ---------------------
+
+
+def test_a_token_with_a_line_break_is_refused_before_any_request(
+    origin, published, tmp_path: Path
+) -> None:
+    """A token file must not smuggle a header (or a second request) onto the wire."""
+    dest, before = published
+    origin.script("/auth.tar.gz", Reply(200, GOOD))
+    token = tmp_path / "token"
+    token.write_text("s3cret\r\nX-Injected: yes\n")
+    seen = len(origin.requests)
+    run = fetch_once(origin.url + "/auth.tar.gz", dest, "--bearer-token-file", str(token))
+    assert_failed(run, before, dest, f"bearer token file {token} holds a line break")
+    assert not origin.requests[seen:], "nothing is sent with such a token"
+
+
+def test_a_redirect_to_another_origin_drops_the_token(origin, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    with fault_origin() as other:
+        other.script("/site.tar.gz", Reply(200, GOOD))
+        origin.script("/here.tar.gz", Reply(302, headers={"Location": "/there.tar.gz"}))
+        origin.script("/there.tar.gz", Reply(302, headers={"Location": other.url + "/site.tar.gz"}))
+        run = fetch_once(
+            origin.url + "/here.tar.gz", tmp_path / "d", "--bearer-token-file", str(token)
+        )
+        assert run.code == 0, run.stdout
+        assert [h.get("authorization") for p, h in origin.requests if p.endswith("e.tar.gz")] == [
+            "Bearer s3cret",
+            "Bearer s3cret",
+        ], "a redirect within the origin keeps the token"
+        assert [h.get("authorization") for _, h in other.requests] == [None]
+    assert (tmp_path / "d" / "html" / "index.html").read_bytes() == b"v1\n"
+
+
+def test_a_proxy_from_the_environment_is_used(origin, tmp_path: Path) -> None:
+    """HTTP_PROXY names a proxy: the GET goes to it in absolute form (aiohttp's client); the
+    origin's name need not resolve from here. NO_PROXY naming the host goes direct again."""
+    url = "http://origin.invalid:8090/site.tar.gz"
+    origin.script(url, Reply(200, GOOD))
+    env = {"HTTP_PROXY": origin.url, "http_proxy": origin.url, "NO_PROXY": "", "no_proxy": ""}
+    run = fetch_once(url, tmp_path / "d", env=env)
+    assert run.code == 0, run.stdout
+    assert [path for path, _ in origin.requests] == [url]
+    bypass = {**env, "NO_PROXY": "origin.invalid", "no_proxy": "origin.invalid"}
+    run = fetch_once(url, tmp_path / "e", "--deadline", "1", env=bypass)
+    assert run.code == 1 and "cannot connect" in run.reason(), run.stdout
+    assert len(origin.requests) == 1
+
+
+def test_the_direct_path_never_loads_aiohttp(origin) -> None:
+    """Without a proxy the fetcher reaches its origin through runtime/http11.py: aiohttp's
+    ~7.5 MiB (bench/pod_tax) stay out of the sidecar."""
+    origin.script("/site.tar.gz", Reply(200, GOOD))
+    code = (
+        "import asyncio, sys\n"
+        "from sidecars.config_fetcher.http_source import HttpSource\n"
+        "async def main():\n"
+        f"    s = HttpSource({origin.url + '/site.tar.gz'!r}, name='s', timeout=10,"
+        " max_bytes=2**20, max_redirects=3)\n"
+        "    got = await s.fetch()\n"
+        "    await s.close()\n"
+        "    print(len(got.data), 'aiohttp' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert out.stdout.split() == [str(len(GOOD)), "False"], out.stderr

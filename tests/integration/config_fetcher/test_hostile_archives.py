@@ -19,7 +19,7 @@ from tests.support.peak_rss import Measured, run_measured
 
 pytestmark = pytest.mark.integration
 
-# The fetcher at rest is ~28 MiB (local source) or ~38 MiB (HTTP source, aiohttp loaded); each
+# The fetcher at rest is ~28 MiB (local source or HTTP: runtime/http11, no aiohttp); each
 # attack below would take from 256 MiB (main's whole-archive gunzip up to the cap) to 3 GiB.
 # 64 MiB is half the Pod's 128Mi limit.
 PEAK_BOUND_MIB = 64
@@ -161,7 +161,7 @@ def origin() -> Iterator[FaultOrigin]:
 
 
 def test_a_bomb_over_http_is_refused_within_bounded_memory(origin, tmp_path) -> None:
-    """The HTTP source too (aiohttp loaded): the sparse bomb and the gzip bomb."""
+    """The HTTP source too: the sparse bomb and the gzip bomb."""
     origin.script("/site.tar.gz", Reply(200, h.good()))
     dest = tmp_path / "site"
     run, _ = fetch(origin.url + "/site.tar.gz", dest)

@@ -3,9 +3,12 @@ it reads a URL. (Over real sockets: the metrics-proxy and log-shipper integratio
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecars.runtime.http11 import Client, ProtocolError, ResponseParser, TooLarge
 
@@ -206,3 +209,30 @@ def test_client_for_url(url, host, port, path, host_header, auth) -> None:
 def test_client_for_url_refuses_what_it_cannot_reach(url: str) -> None:
     with pytest.raises(ValueError, match="expected an http:// or https:// URL"):
         Client.for_url(url)
+
+
+_VALUES = st.text(st.characters(max_codepoint=255, blacklist_categories=("Cs",)), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_VALUES)
+def test_a_per_request_header_never_breaks_out_of_its_line(value: str) -> None:
+    """A GET's own headers (the config-fetcher's token, its If-None-Match) either go out as one
+    header line each, or are refused: a line break or NUL never reaches the wire."""
+    client = Client.for_url("http://127.0.0.1:1/x")
+    sent: list[bytes] = []
+
+    async def capture(request: tuple[bytes, ...], max_body: int, *, truncate: bool) -> None:
+        sent.extend(request)
+
+    client._request = capture  # type: ignore[method-assign]
+    try:
+        asyncio.run(client.get(10, headers={"Authorization": value}))
+    except ValueError:
+        assert any(c in value for c in "\r\n\0")
+        assert not sent
+        return
+    (head,) = sent
+    lines = head.split(b"\r\n")
+    assert lines[-2:] == [b"", b""] and b"\n" not in b"".join(lines)
+    assert lines.count(f"Authorization: {value}".encode("latin-1")) == 1

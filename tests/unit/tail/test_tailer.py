@@ -211,6 +211,42 @@ async def test_new_files_noticed_by_notification_without_polling(tmp_path, tail_
     assert await tail.until(2, wait=5) == [b"late line 0", b"late line 1"]
 
 
+async def test_a_file_changing_all_the_time_wakes_the_reader_at_most_once_per_gap(
+    tmp_path, tail_factory
+):
+    """An access log written on every request: its notifications wake the reader at most once
+    per ``wake_gap`` (each wake is a scan and a read), and every line still arrives."""
+    log = tmp_path / "access.log"
+    write(log, b"")
+    tail = tail_factory(str(log), poll_interval=60.0, wake_gap=0.2)
+    await tail.quiet(0.3)  # first scan done, watcher started
+    scans = 0
+    scan = tail.tailer.scan
+
+    def counted() -> None:
+        nonlocal scans
+        scans += 1
+        scan()
+
+    tail.tailer.scan = counted  # type: ignore[method-assign]
+    writes = 100
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def writer() -> None:
+        for i in range(writes):  # one line every 10 ms: a change in every watchfiles step
+            write(log, numbered("w", i, i + 1))
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(writer())
+    lines = await tail.until(writes, wait=30)
+    await task
+    elapsed = loop.time() - started
+    assert lines == [f"w line {i}".encode() for i in range(writes)]
+    # Without the gap: about one wake per 20 ms step, ~50 in this second.
+    assert scans <= 2 + elapsed / 0.2, (scans, elapsed)
+
+
 async def test_new_files_noticed_by_polling_without_notifications(tmp_path, tail_factory):
     tail = tail_factory(str(tmp_path / "*.log"), watch=False, poll_interval=0.05)
     await tail.quiet(0.2)
