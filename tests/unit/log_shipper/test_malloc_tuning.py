@@ -25,3 +25,11 @@ def test_no_glibc_means_no_tuning(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(ctypes, "CDLL", NotGlibc)
     assert main.fixed_mmap_threshold() is False
+
+
+def test_only_large_batches_fix_the_threshold() -> None:
+    # The Pod's 256 KiB batches: 20 % more CPU per line for 0.7 MiB; the 1 MiB default: 4 % for
+    # 3.7 MiB (bench/pod_tax/TRIED.md).
+    assert not main.wants_fixed_mmap_threshold(256 * 1024)
+    assert main.wants_fixed_mmap_threshold(1024 * 1024)
+    assert main.wants_fixed_mmap_threshold(4 * 1024 * 1024)
