@@ -40,6 +40,19 @@ def _cmdline(pid: int, proc: Path) -> bytes:
         return b""  # gone, or a zombie (empty command line)
 
 
+def parent(pid: int, proc: Path = PROC) -> int | None:
+    """``pid``'s parent from /proc/<pid>/status; None when it cannot be read."""
+    try:
+        status = (proc / str(pid) / "status").read_bytes()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith(b"PPid:"):
+            value = line[5:].strip()
+            return int(value) if value.isdigit() else None
+    return None
+
+
 def is_master(pid: int, proc: Path = PROC) -> bool:
     return _cmdline(pid, proc).startswith(MASTER_TITLE)
 
@@ -138,6 +151,10 @@ def find_master(
         raise NginxNotFound(f"{len(found)} nginx master processes are visible; give a pid file")
     answers = {pid: holds_open(pid, holding, proc) for pid in found}
     holders = [pid for pid, held in answers.items() if held]
+    if len(holders) > 1:
+        # A worker nginx has just forked keeps the master's title (and its log fds) until it
+        # renames itself: a holder whose parent is another holder is that child, not a master.
+        holders = [pid for pid in holders if parent(pid, proc) not in holders]
     if len(holders) == 1:
         return holders[0]
     if len(holders) > 1:

@@ -111,6 +111,24 @@ def test_find_master_by_the_log_it_holds(tmp_path: Path) -> None:
         find_master(holding=(u.st_dev, u.st_ino), proc=proc)
 
 
+def test_a_worker_just_forked_under_the_masters_title_is_not_a_second_master(
+    tmp_path: Path,
+) -> None:
+    # Seen in a test run: "several nginx masters hold the log open: [22887, 22888]", a worker
+    # nginx had forked and not yet renamed (it holds the same log fds).
+    log = tmp_path / "error.log"
+    log.write_text("x\n")
+    pids, fds = {22887: MASTER, 22888: MASTER}, {22887: [log], 22888: [log]}
+    proc = fake_proc(tmp_path / "proc", pids, fds)
+    (proc / "22887" / "status").write_text("Name:\tnginx\nPPid:\t1\n")
+    (proc / "22888" / "status").write_text("Name:\tnginx\nPPid:\t22887\n")
+    info = log.stat()
+    assert find_master(holding=(info.st_dev, info.st_ino), proc=proc) == 22887
+    (proc / "22888" / "status").write_text("Name:\tnginx\nPPid:\t1\n")  # two real masters
+    with pytest.raises(NginxNotFound, match="several nginx masters"):
+        find_master(holding=(info.st_dev, info.st_ino), proc=proc)
+
+
 def test_find_master_refuses_a_pid_file_naming_something_else(tmp_path: Path) -> None:
     proc = fake_proc(tmp_path / "proc", {10: MASTER, 30: b"sleep\x00120\x00"}, {})
     pidfile = tmp_path / "nginx.pid"
