@@ -48,9 +48,15 @@ class StreamState:
     sinks: dict[str, SinkProgress] = field(default_factory=dict)
 
 
+_MAX_INT = 2**63 - 1  # offsets are off_t, times int64 ns: a larger one crashes a seek later
+# Thousands of files times a few sinks take a few MB; a larger file is set aside unread, so a
+# hostile or runaway one costs no memory to refuse.
+MAX_STATE_BYTES = 8 << 20
+
+
 def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} is not a non-negative integer: {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise ValueError(f"{what} is not an integer from 0 to 2**63-1: {value!r}")
     return value
 
 
@@ -123,7 +129,7 @@ class Checkpointer:
     """
 
     def __init__(self, path: Path, sink_keys: list[str], forget_after: float) -> None:
-        self.file = StateFile(path, STATE_KIND, STATE_VERSION)
+        self.file = StateFile(path, STATE_KIND, STATE_VERSION, max_bytes=MAX_STATE_BYTES)
         self.sink_keys = sink_keys
         self.forget_after = forget_after
         self.streams: dict[str, StreamState] = {}

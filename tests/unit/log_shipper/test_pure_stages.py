@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,14 @@ from sidecars.log_shipper.sinks import parse_sink
 from sidecars.log_shipper.sinks.base import Batch, Record
 from sidecars.log_shipper.sinks.compression import gzip as gzip_bytes
 from sidecars.log_shipper.sinks.httpcommon import classify, parse_retry_after
-from sidecars.log_shipper.state import SinkProgress, StreamState, decode, encode
+from sidecars.log_shipper.state import (
+    MAX_STATE_BYTES,
+    Checkpointer,
+    SinkProgress,
+    StreamState,
+    decode,
+    encode,
+)
 from sidecars.log_shipper.timestamps import TIE_BREAK, Stamper, anchor_of, time_in_text
 
 
@@ -154,11 +162,31 @@ def test_state_round_trip_and_validation() -> None:
         (
             {"streams": {"fp": {"path": "/l", "seen_ns": 1, "last_seen": 1,
                                 "sinks": {"s": {"offset": -1}}}}},
-            "offset is not a non-negative integer",
+            "offset is not an integer from 0",
+        ),
+        (  # no file has such an offset: seeking there would crash the reader (OverflowError)
+            {"streams": {"fp": {"path": "/l", "seen_ns": 1, "last_seen": 1,
+                                "sinks": {"s": {"offset": 2**63}}}}},
+            r"offset is not an integer from 0 to 2\*\*63-1: 9223372036854775808",
+        ),
+        (
+            {"streams": {"fp": {"path": "/l", "seen_ns": 2**70, "last_seen": 1, "sinks": {}}}},
+            "seen_ns is not an integer",
         ),
     ]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             decode(bad)
+
+
+def test_a_state_file_over_its_cap_is_set_aside_unread(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    with path.open("wb") as f:  # sparse: a runaway file costs the test no disk
+        f.truncate(MAX_STATE_BYTES + 1)
+    checkpointer = Checkpointer(path, ["stdout"], forget_after=60.0)
+    problem = checkpointer.load()
+    assert problem is not None and str(MAX_STATE_BYTES) in problem
+    assert checkpointer.streams == {}
+    assert not path.exists()  # moved aside, kept for a look; a fresh one is written next
 
 
 @pytest.mark.parametrize(
