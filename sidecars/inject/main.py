@@ -147,7 +147,7 @@ def read_input(stream: BinaryIO, name: str) -> str:
     if len(data) > MAX_INPUT_BYTES:
         raise InjectError(f"{name}: more than {MAX_INPUT_BYTES // 2**20} MiB of manifests")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")  # a byte order mark stays: main() writes it back
     except UnicodeDecodeError as exc:
         raise InjectError(f"{name}: not UTF-8 (byte {exc.start})") from None
 
@@ -177,12 +177,13 @@ def main(
                     text = read_input(f, args.filename)
             except OSError as exc:
                 raise InjectError(f"cannot read {args.filename}: {exc.strerror}") from None
+        bom, text = ("\ufeff", text[1:]) if text.startswith("\ufeff") else ("", text)
         out = run(text, tpl, opts)
     except InjectError as exc:
         print(f"sidecars inject: {exc}", file=stderr)
         return 2
     try:
-        stdout.write(out.text)
+        stdout.write(bom + out.text)  # byte for byte: a BOM the input had, the output has
         stdout.flush()
     except OSError as exc:  # a closed pipe (`| head -1`), a full disk: exit 1, no traceback
         if not isinstance(exc, BrokenPipeError):  # the reader that left needs no message

@@ -480,3 +480,15 @@ def test_the_other_documents_come_back_byte_for_byte_and_in_order() -> None:
         start = found + len(doc)
     assert out.startswith("--- # first\n" + others[0] + "---\n---\n")
     assert out.endswith("---\n".join(others[2:]))
+
+
+def test_a_byte_order_mark_comes_back_and_reinjection_changes_nothing() -> None:
+    # Windows editors write one; the output is the input's bytes where we own nothing.
+    code, out, err = inject("\ufeff" + DEPLOYMENT, [])
+    assert code == 0, err
+    assert out.startswith("\ufeff") and out.count("\ufeff") == 1, out[:80]
+    assert yaml.safe_load_all(out.lstrip("\ufeff"))
+    code, again, err = inject(out, [])
+    assert (code, again) == (0, out), err
+    code, plain, err = inject(DEPLOYMENT, [])
+    assert (code, "\ufeff" + plain) == (0, out), err
