@@ -94,20 +94,24 @@ def test_share_process_namespace_false_with_a_signalling_part_is_refused(version
     assert "LOG_SHIPPER_ROTATE_BYTES=0" in err, err
 
 
+# Reloads by webhook, no rotation, no retention: no part signals nginx.
+NOTHING_SIGNALS = [
+    "--reload",
+    "webhook",
+    "--env",
+    "CONFIG_FETCHER_RELOAD_WEBHOOK=http://127.0.0.1:9000/-/reload",
+    "--env",
+    "LOG_SHIPPER_ROTATE_BYTES=0",
+    "--env",
+    "LOG_SHIPPER_MAX_HELD_BYTES=0",
+]
+
+
 def test_share_process_namespace_false_is_kept_when_nothing_signals() -> None:
     text = deployment(spec="      shareProcessNamespace: false\n")
     for args in (
         ["--parts", "metrics-proxy"],
-        [
-            "--reload",
-            "webhook",
-            "--env",
-            "CONFIG_FETCHER_RELOAD_WEBHOOK=http://127.0.0.1:9000/-/reload",
-            "--env",
-            "LOG_SHIPPER_ROTATE_BYTES=0",
-            "--env",
-            "LOG_SHIPPER_MAX_HELD_BYTES=0",
-        ],
+        NOTHING_SIGNALS,
     ):
         code, out, err = inject(text, args)
         assert code == 0, err
@@ -116,17 +120,7 @@ def test_share_process_namespace_false_is_kept_when_nothing_signals() -> None:
 
 def test_no_shared_pid_namespace_when_nothing_signals() -> None:
     # Sharing it exposes every container's /proc/<pid>/environ to the others: only on need.
-    args = [
-        "--reload",
-        "webhook",
-        "--env",
-        "CONFIG_FETCHER_RELOAD_WEBHOOK=http://127.0.0.1:9000/-/reload",
-        "--env",
-        "LOG_SHIPPER_ROTATE_BYTES=0",
-        "--env",
-        "LOG_SHIPPER_MAX_HELD_BYTES=0",
-    ]
-    code, out, err = inject(DEPLOYMENT, args)
+    code, out, err = inject(DEPLOYMENT, NOTHING_SIGNALS)
     assert code == 0, err
     assert "shareProcessNamespace" not in pod_spec(out)["spec"]
 
