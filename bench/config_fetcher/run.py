@@ -41,6 +41,7 @@ from bench.config_fetcher.watch_latency import (
     startup_race,
     warm_up,
 )
+from bench.stop import unwind_on_sigterm
 from tests.support.nginx import APPS, NGINX, OriginNginx, have_nginx
 
 HERE = Path(__file__).resolve().parent
@@ -220,6 +221,7 @@ def run_init(work: Path, fetcher: list[str], runs: int, rss_runs: int) -> report
 
 
 def main(argv: list[str] | None = None) -> int:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs per init command")
     parser.add_argument("--rss-runs", type=int, default=5, help="GNU time runs per command")

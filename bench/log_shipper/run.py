@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.log_shipper import charts, genlog, peers, report
+from bench.stop import unwind_on_sigterm
 from tests.support.procs import free_port, port_open
 
 HERE = Path(__file__).resolve().parent
@@ -535,6 +536,7 @@ def machine_facts(sng_version: str | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs per tool (median shown)")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from bench.metrics_proxy import charts
 from bench.metrics_proxy.measure import WrkReport, cpu_seconds, memory_kib, parse_wrk
+from bench.stop import unwind_on_sigterm
 from tests.support.nginx import APPS, AppNginx
 from tests.support.procs import Proc, free_port, http_get, port_open, wait_until
 
@@ -363,6 +364,7 @@ def stopping(procs: list[Proc]) -> Iterator[None]:
 
 
 def main() -> int:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")

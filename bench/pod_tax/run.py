@@ -32,6 +32,7 @@ from pathlib import Path
 
 from bench.metrics_proxy.measure import WrkReport, parse_wrk
 from bench.pod_tax import cgroups, charts, report
+from bench.stop import unwind_on_sigterm
 from k8s import variants
 from tests.e2e import images as images_mod
 from tests.e2e import pods
@@ -293,6 +294,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> int:
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="5000,10000", help="paced req/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=25, help="load window per rate")
